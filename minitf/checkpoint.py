@@ -1,0 +1,117 @@
+"""Run-folder artifacts: weights (safetensors), config + vocab (JSON), trainer state.
+
+Every file is written atomically (``minitf.fileio``). The trainer state used for resume
+is a single file holding model weights, optimizer state, RNG states and the step, so a
+kill between two writes can never pair weights of one step with an optimizer of another.
+Every load failure becomes one ``CheckpointError`` / ``CheckpointNotFoundError`` that
+says what is wrong and what to do.
+"""
+import io
+import json
+import os
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from minitf.config import ModelConfig, from_dict
+from minitf.data import Vocab
+from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from minitf.fileio import atomic_write_bytes, atomic_write_json
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+WEIGHTS = "model.safetensors"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def save_weights(model: torch.nn.Module, path) -> None:
+    # Clone so tied (shared) tensors serialize as separate entries, which safetensors requires.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    metadata = {"config": json.dumps(vars(model.cfg), sort_keys=True)}
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+
+
+def load_weights(model: torch.nn.Module, path) -> None:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"weights file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            tensors = load_safetensors(f.read())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"weights file {path} is corrupt or truncated ({e}); "
+                              "resume from an earlier run or retrain") from None
+    _load_state_dict(model, tensors, path)
+
+
+def _load_state_dict(model, tensors, where) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
+             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(filter(None, [
+            f"missing {missing[:4]}" if missing else "",
+            f"unexpected {unexpected[:4]}" if unexpected else "",
+            f"shape mismatch {wrong[:3]}" if wrong else ""]))
+        raise CheckpointError(f"checkpoint {where} does not match the model config ({detail}); "
+                              "load it with the config.json saved beside it")
+    model.load_state_dict(tensors)
+
+
+def save_trainer_state(path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_trainer_state(path) -> dict:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"no trainer state at {path}: the run has no checkpoint to "
+                                      "resume from; start it again without --resume")
+    try:
+        # weights_only: a checkpoint must never be able to run code when loaded.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated/corrupt pickles
+        raise CheckpointError(f"trainer state {path} is corrupt or truncated ({type(e).__name__}); "
+                              "start the run again without --resume") from None
+
+
+def read_run_config(run_dir) -> dict:
+    path = os.path.join(run_dir, CONFIG)
+    if not os.path.isdir(run_dir):
+        raise CheckpointNotFoundError(f"run folder {run_dir} does not exist")
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"{path} does not exist: {run_dir} is not a minitf run folder")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        data["model"]  # noqa: B018 — presence check
+        return data
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({type(e).__name__}: {e})") from None
+
+
+def write_run_config(run_dir, data: dict) -> None:
+    atomic_write_json(os.path.join(run_dir, CONFIG), data)
+
+
+def load(run_dir):
+    """``model, vocab = minitf.load(RUN_DIR)``: the trained model (eval mode) and its vocab."""
+    from minitf.model import Transformer
+
+    data = read_run_config(run_dir)
+    try:
+        cfg = from_dict(ModelConfig, data["model"]).validate()
+    except ConfigError as e:
+        raise CheckpointError(f"{os.path.join(run_dir, CONFIG)} holds an invalid model config: {e}") from None
+    model = Transformer(cfg)
+    load_weights(model, os.path.join(run_dir, WEIGHTS))
+    vocab = Vocab.load(os.path.join(run_dir, VOCAB))
+    if len(vocab) > cfg.vocab_size:
+        raise CheckpointError(f"vocab.json has {len(vocab)} tokens but the model only {cfg.vocab_size}")
+    return model.eval(), vocab

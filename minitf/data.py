@@ -1,0 +1,87 @@
+"""Symbolic vocabulary and batching of toy_tasks examples into tensors."""
+import json
+from dataclasses import dataclass
+
+import torch
+
+from minitf.errors import CheckpointError, CheckpointNotFoundError, InputError
+from minitf.fileio import atomic_write_json
+from toy_tasks import Example
+
+PAD = "<pad>"
+
+
+class Vocab:
+    """Token string ↔ id. ``<pad>`` is always id 0; the task's tokens follow in its order."""
+
+    def __init__(self, tokens: list[str]):
+        tokens = [PAD] + [t for t in tokens if t != PAD]
+        if len(set(tokens)) != len(tokens):
+            dupes = sorted({t for t in tokens if tokens.count(t) > 1})
+            raise InputError(f"vocab has duplicate tokens {dupes[:5]}")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.index
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocab) and self.tokens == other.tokens
+
+    @property
+    def pad_id(self) -> int:
+        return 0
+
+    def encode(self, tokens: list[str]) -> list[int]:
+        try:
+            return [self.index[t] for t in tokens]
+        except KeyError as e:
+            raise InputError(f"token {e.args[0]!r} is not in the vocab ({len(self)} tokens); "
+                             "build the vocab from the task that produced the example") from None
+
+    def decode(self, ids) -> list[str]:
+        return [self.tokens[int(i)] for i in ids]
+
+    def save(self, path) -> None:
+        atomic_write_json(path, {"tokens": self.tokens})
+
+    @classmethod
+    def load(cls, path) -> "Vocab":
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            return cls(data["tokens"])
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"vocab file {path} does not exist") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CheckpointError(f"vocab file {path} is corrupt ({e}); re-run the experiment "
+                                  "to regenerate it") from None
+
+
+@dataclass
+class Batch:
+    """Next-token training batch: predict ``targets[:, t]`` from ``inputs[:, :t+1]``."""
+
+    inputs: torch.Tensor  # (batch, seq-1) int64
+    targets: torch.Tensor  # (batch, seq-1) int64
+    mask: torch.Tensor  # (batch, seq-1) float32, 1 where the target is scored
+
+    def to(self, device) -> "Batch":
+        return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
+
+
+def collate(examples: list[Example], vocab: Vocab, length: int | None = None) -> Batch:
+    """Encode and right-pad examples; only each example's ``scored`` positions count in the loss."""
+    longest = max(len(ex.tokens) for ex in examples)
+    length = length or longest
+    if longest > length:
+        raise InputError(f"an example has {longest} tokens, more than the batch length {length}")
+    ids = torch.full((len(examples), length), vocab.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), length), dtype=torch.float32)
+    for row, ex in enumerate(examples):
+        ids[row, : len(ex.tokens)] = torch.tensor(vocab.encode(ex.tokens), dtype=torch.long)
+        mask[row, ex.scored] = 1.0
+    return Batch(inputs=ids[:, :-1], targets=ids[:, 1:], mask=mask[:, 1:])

@@ -1,0 +1,213 @@
+"""A decoder-only transformer, top to bottom in one file.
+
+tokens → embed (+ learned positions) → n_layers × Block → final LayerNorm → unembed → logits
+
+Block (pre-LN):  resid += conv(resid)              [optional, conv_kernel > 0]
+                 resid += attn(ln1(resid))
+                 resid += mlp(ln2(resid))          [absent when d_mlp == 0]
+
+Every activation a probe might want passes a HookPoint named as in TransformerLens
+(``blocks.0.attn.hook_pattern``, ``blocks.1.hook_resid_post``, ...), so caching,
+ablation and patching need no model surgery (see ``minitf.hooks``).
+"""
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from minitf.attention import attention
+from minitf.config import ModelConfig
+from minitf.errors import InputError
+from minitf.hooks import HookPoint, name_hook_points, run_with_cache
+
+
+class LayerNorm(nn.Module):
+    """Pre-LN normalization; an identity (with the same hook) when layer_norm=False."""
+
+    def __init__(self, d_model: int, enabled: bool):
+        super().__init__()
+        self.ln = nn.LayerNorm(d_model) if enabled else None
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x):
+        return self.hook_normalized(self.ln(x) if self.ln is not None else x)
+
+
+class CausalConv(nn.Module):
+    """Channel-mixing Conv1d over the sequence, left-padded so position t sees only ≤ t.
+
+    Mixing the previous tokens into each position ("smeared keys", Olsson et al. 2022)
+    hands attention a previous-token feature for free; in science.md §1 it is what made
+    in-context binding learnable in ~1000 steps. A depthwise conv did not work.
+    """
+
+    def __init__(self, d_model: int, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size=kernel)
+
+    def forward(self, x):  # x: (batch, pos, d_model)
+        x = F.pad(rearrange(x, "b p d -> b d p"), (self.kernel - 1, 0))
+        return rearrange(self.conv(x), "b d p -> b p d")
+
+
+def rotary(x, base: float = 10000.0):
+    """Rotary position embedding on (batch, head, pos, d_head): rotate feature pairs by pos·θ_i."""
+    d, n = x.shape[-1], x.shape[-2]
+    freqs = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
+    angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+    return out.flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        # One fused QKV matmul: fewer, larger ops is what makes tiny models fast on CPU.
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_pattern = HookPoint()  # (batch, head, query, key) probabilities
+        self.hook_z = HookPoint()  # per-head outputs before the output projection
+
+    def forward(self, x):
+        q, k, v = rearrange(self.qkv(x), "b p (three h d) -> three b p h d",
+                            three=3, h=self.cfg.n_heads)
+        q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)  # (batch, pos, head, d_head)
+        q, k, v = (rearrange(t, "b p h d -> b h p d") for t in (q, k, v))
+        if self.cfg.positional == "rope":
+            q, k = rotary(q), rotary(k)
+        # Only a hooked pattern forces the materializing path; otherwise the fused backend runs.
+        pattern_hook = self.hook_pattern if self.hook_pattern.active else None
+        z = attention(q, k, v, causal=True, impl=self.cfg.attn_impl, pattern_hook=pattern_hook)
+        z = self.hook_z(rearrange(z, "b h p d -> b p h d"))
+        return self.out(rearrange(z, "b p h d -> b p (h d)"))
+
+    def head_weights(self):
+        """Per-head W_V (head, d_model, d_head) and W_O (head, d_head, d_model), x @ W convention."""
+        h, dh, d = self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model
+        w_v = self.qkv.weight[2 * d:].T.reshape(d, h, dh).permute(1, 0, 2)
+        w_o = self.out.weight.T.reshape(h, dh, d)
+        return w_v, w_o
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
+        self.fc_out = nn.Linear(cfg.d_mlp, cfg.d_model)
+        self.hook_pre, self.hook_post = HookPoint(), HookPoint()
+
+    def forward(self, x):
+        return self.fc_out(self.hook_post(F.gelu(self.hook_pre(self.fc_in(x)))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.hook_resid_pre = HookPoint()
+        self.conv = CausalConv(cfg.d_model, cfg.conv_kernel) if cfg.conv_kernel else None
+        self.hook_conv_out = HookPoint()
+        self.ln1 = LayerNorm(cfg.d_model, cfg.layer_norm)
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.ln2 = LayerNorm(cfg.d_model, cfg.layer_norm) if cfg.d_mlp else None
+        self.mlp = MLP(cfg) if cfg.d_mlp else None
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid):
+        resid = self.hook_resid_pre(resid)
+        if self.conv is not None:
+            resid = resid + self.hook_conv_out(self.conv(resid))
+        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid)))
+        resid = self.hook_resid_mid(resid)
+        if self.mlp is not None:
+            resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
+        return self.hook_resid_post(resid)
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positional == "learned" else None
+        self.hook_pos_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = LayerNorm(cfg.d_model, cfg.layer_norm)
+        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
+        self.apply(self._init)
+        name_hook_points(self)
+
+    def _init(self, module):
+        # One knob (init_std) for every weight matrix: it decides if/when induction heads form.
+        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv1d)):
+            nn.init.normal_(module.weight, std=self.cfg.init_std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def check_tokens(self, tokens: torch.Tensor) -> None:
+        """Reject bad input before any compute, with the fix in the message."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
+            got = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise InputError(f"tokens must be an integer tensor of token ids (got {got})")
+        if tokens.dim() != 2:
+            raise InputError(f"tokens must have shape (batch, seq) (got {tuple(tokens.shape)}); "
+                             "add a batch dimension with tokens[None]")
+        if tokens.shape[1] > self.cfg.n_ctx:
+            raise InputError(f"sequence length {tokens.shape[1]} exceeds the model's context "
+                             f"n_ctx={self.cfg.n_ctx}; truncate the input or train with a larger n_ctx")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
+            bad = int(tokens.max()) if int(tokens.max()) >= self.cfg.vocab_size else int(tokens.min())
+            raise InputError(f"token id {bad} is out of vocab (valid ids are 0..{self.cfg.vocab_size - 1})")
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (batch, seq) int → logits (batch, seq, vocab)."""
+        self.check_tokens(tokens)
+        resid = self.hook_embed(self.embed(tokens))
+        if self.pos_embed is not None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device)
+            resid = resid + self.hook_pos_embed(self.pos_embed(positions))[None]
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+    def run_with_cache(self, tokens, names_filter=None):
+        return run_with_cache(self, tokens, names_filter)
+
+    @torch.no_grad()
+    def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None, stop_token: int | None = None):
+        """Continue ``tokens`` (batch, seq). temperature 0 = greedy; otherwise sample.
+
+        Pass a seeded ``generator`` for reproducible sampling.
+        """
+        self.check_tokens(tokens)
+        if tokens.shape[1] + max_new_tokens > self.cfg.n_ctx:
+            raise InputError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) "
+                             f"exceeds n_ctx={self.cfg.n_ctx}")
+        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for _ in range(max_new_tokens):
+            logits = self(tokens)[:, -1]
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            else:
+                nxt = logits.argmax(-1)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if stop_token is not None:
+                done |= nxt == stop_token
+                if bool(done.all()):
+                    break
+        return tokens
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,72 @@
+"""Reports: report.json, a printed table, and matplotlib PNGs (Agg backend, no screen needed)."""
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from minitf.fileio import atomic_write_json  # noqa: E402
+
+REPORT = "report.json"
+
+
+def write_report(run_dir: str, report: dict) -> str:
+    path = os.path.join(run_dir, REPORT)
+    atomic_write_json(path, report)
+    return path
+
+
+def format_table(header: list[str], rows: list[list], title: str = "") -> str:
+    cells = [[_fmt(c) for c in row] for row in [header] + rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = [title] if title else []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(row, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_loss(run_dir: str, marks: dict[str, int] | None = None, filename: str = "loss.png") -> str:
+    """Training loss per phase (phases laid end to end); ``marks`` draws labelled vertical lines."""
+    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    phases = list(dict.fromkeys(r["phase"] for r in rows))
+    for i, phase in enumerate(phases):
+        base = _phase_offset(rows, phases, i)
+        pr = [r for r in rows if r["phase"] == phase]
+        ax.plot([base + r["step"] for r in pr], [r["loss"] for r in pr], label=phase)
+    for label, step in (marks or {}).items():
+        if step is not None:
+            ax.axvline(step, color="red", linestyle="--", linewidth=1)
+            ax.annotate(label, (step, ax.get_ylim()[1]), color="red", fontsize=8, va="top")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/token)")
+    if len(phases) > 1:
+        ax.legend()
+    fig.tight_layout()
+    path = os.path.join(run_dir, filename)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _phase_offset(rows, phases, index) -> int:
+    return sum(max(r["step"] for r in rows if r["phase"] == p) for p in phases[:index])

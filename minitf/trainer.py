@@ -1,0 +1,179 @@
+"""The training loop: AdamW, warmup + cosine, clipping, metrics.jsonl, checkpoints, resume.
+
+Data is a pure function of the step (``batch_fn(step)``, seeded by (seed, phase, step)),
+so a resumed run sees exactly the batches an uninterrupted one would, without saving any
+data-loader state. With the model, optimizer, RNG states and step restored from one
+atomically written file, a resumed run's losses equal an uninterrupted run's.
+"""
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from minitf import checkpoint
+from minitf.config import TrainConfig
+from minitf.data import Batch
+from minitf.errors import CheckpointError, NonFiniteLossError
+from minitf.fileio import atomic_write_bytes, remove_stale_temp_files
+
+METRICS = "metrics.jsonl"
+
+
+def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over scored positions only."""
+    ce = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
+    return (ce * batch.mask.flatten()).sum() / batch.mask.sum().clamp(min=1.0)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup, then cosine decay to 10% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only: decaying biases and LayerNorm gains just fights the normalization.
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen, decay, no_decay = set(), [], []
+    for p in params:
+        if id(p) in seen:  # tied embeddings appear twice
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
+
+
+class Trainer:
+    """Trains ``model`` for one phase of an experiment, writing into ``run_dir``.
+
+    evaluate(model, step) -> dict is called every ``eval_every`` steps and at the end;
+    its results are logged as ``{"step", "phase", "eval": {...}}`` rows.
+    """
+
+    def __init__(self, model, cfg: TrainConfig, batch_fn: Callable[[int], Batch], run_dir: str,
+                 phase: str = "train", evaluate: Callable | None = None):
+        self.model, self.cfg, self.batch_fn = model, cfg, batch_fn
+        self.run_dir, self.phase, self.evaluate = run_dir, phase, evaluate
+        self.device = torch.device(cfg.device)
+        self.optimizer = make_optimizer(model, cfg)
+        self.step = 0
+        self.losses: dict[int, float] = {}
+        self.last_checkpoint_step: int | None = None
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.run_dir, checkpoint.TRAINER_STATE)
+
+    def phase_weights_path(self, phase: str) -> str:
+        return os.path.join(self.run_dir, f"model-{phase}.safetensors")
+
+    def save_checkpoint(self, phases_done: list[str]) -> None:
+        state = {"phase": self.phase, "step": self.step, "phases_done": phases_done,
+                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "torch_rng": torch.get_rng_state()}
+        checkpoint.save_trainer_state(self.state_path, state)
+        checkpoint.save_weights(self.model, os.path.join(self.run_dir, checkpoint.WEIGHTS))
+        self.last_checkpoint_step = self.step
+
+    def restore(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"trainer state in {self.run_dir} does not match this model/config "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from None
+        self.last_checkpoint_step = self.step
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        """Drop log rows written after the checkpoint, so a resumed log reads like a clean one."""
+        path = os.path.join(self.run_dir, METRICS)
+        if not os.path.exists(path):
+            return
+        kept = []
+        with open(path) as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:  # a line cut by the kill
+                    continue
+                if row.get("phase") != self.phase or row.get("step", 0) <= self.step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        atomic_write_bytes(path, "".join(kept).encode())
+
+    def log(self, row: dict) -> None:
+        with open(os.path.join(self.run_dir, METRICS), "a") as f:
+            f.write(json.dumps({"phase": self.phase, **row}) + "\n")
+
+    # -- loop ----------------------------------------------------------------------------
+    def fit(self, resume_state: dict | None = None, phases_before: list[str] = ()) -> None:
+        """Train this phase to ``cfg.steps``; ``resume_state`` continues an interrupted run."""
+        phases_done = list(phases_before)
+        if resume_state is not None:
+            remove_stale_temp_files(self.run_dir)
+            if self.phase in resume_state.get("phases_done", []):
+                checkpoint.load_weights(self.model, self.phase_weights_path(self.phase))
+                return
+            if resume_state.get("phase") == self.phase:
+                self.restore(resume_state)
+        model, cfg = self.model.to(self.device).train(), self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None, leave=False)
+        t0, tokens_seen = time.perf_counter(), 0
+        while self.step < cfg.steps:
+            batch = self.batch_fn(self.step).to(self.device)
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss = masked_loss(model(batch.inputs), batch)
+            loss.backward()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                         if cfg.grad_clip > 0 else torch.zeros(()))
+            loss_value = loss.item()
+            if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+                self._stop_nonfinite(loss_value)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.losses[self.step] = loss_value
+            tokens_seen += batch.inputs.numel()
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
+                self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})
+                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
+            bar.update(1)
+            if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                self.run_eval()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint(phases_done)
+        bar.close()
+        if self.evaluate:
+            self.run_eval()
+        checkpoint.save_weights(model, self.phase_weights_path(self.phase))
+        self.save_checkpoint(phases_done + [self.phase])
+
+    def run_eval(self) -> dict:
+        self.model.eval()
+        with torch.no_grad():
+            results = self.evaluate(self.model, self.step)
+        self.model.train()
+        self.log({"step": self.step, "eval": results})
+        return results
+
+    def _stop_nonfinite(self, loss_value: float) -> None:
+        where = (f"the last good checkpoint is step {self.last_checkpoint_step} in {self.state_path}"
+                 if self.last_checkpoint_step is not None else "no checkpoint was written yet")
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient ({loss_value}) at step {self.step + 1} of phase "
+            f"'{self.phase}'; {where}. Lower lr or raise warmup, then start again or --resume")

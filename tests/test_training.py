@@ -1,0 +1,123 @@
+"""Trainer, checkpoints and resume: exactness and crash safety."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from minitf import checkpoint
+from minitf.config import ModelConfig, TrainConfig
+from minitf.data import Vocab, collate
+from minitf.errors import CheckpointError, CheckpointNotFoundError, NonFiniteLossError
+from minitf.model import Transformer
+from minitf.trainer import Trainer
+from toy_tasks.induction import InductionTask
+
+TASK = InductionTask(n_symbols=10, segment_len=6)
+VOCAB = Vocab(TASK.vocab_tokens())
+MODEL = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, vocab_size=len(VOCAB), n_ctx=12)
+
+
+def batch_fn(step):
+    return collate(TASK.sample(np.random.default_rng([0, step]), 8), VOCAB)
+
+
+def make(run_dir, steps, **kw):
+    torch.manual_seed(0)
+    model = Transformer(MODEL)
+    kw.setdefault("checkpoint_every", 0)
+    cfg = TrainConfig(steps=steps, batch_size=8, warmup=3, log_every=1, **kw)
+    return model, Trainer(model, cfg, batch_fn, str(run_dir))
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    model_a, straight = make(tmp_path / "a", 20)
+    straight.fit()
+    # an interrupted run: checkpoints every 10 steps and dies while fetching step 11's batch
+    model_b, first = make(tmp_path / "b", 20, checkpoint_every=10)
+
+    def dies_at_10(step):
+        if step == 10:
+            raise KeyboardInterrupt
+        return batch_fn(step)
+
+    first.batch_fn = dies_at_10
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    state = checkpoint.load_trainer_state(tmp_path / "b" / checkpoint.TRAINER_STATE)
+    assert state["step"] == 10
+    model_c, resumed = make(tmp_path / "b", 20)
+    resumed.fit(resume_state=state)
+    assert resumed.step == 20
+    for step in range(11, 21):
+        assert abs(resumed.losses[step] - straight.losses[step]) <= 1e-6, step
+    for (name, p), q in zip(model_a.state_dict().items(), model_c.state_dict().values()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+
+
+def test_crash_mid_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    model, trainer = make(tmp_path, 4)
+    trainer.fit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+
+    real_replace = os.replace
+
+    def crash(src, dst):
+        raise OSError("simulated crash during os.replace")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        checkpoint.save_weights(model, tmp_path / checkpoint.WEIGHTS)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]  # temp cleaned up
+    fresh = Transformer(MODEL)
+    checkpoint.load_weights(fresh, tmp_path / checkpoint.WEIGHTS)
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+def test_corrupt_and_missing_checkpoints_give_clear_errors(tmp_path):
+    model, trainer = make(tmp_path, 2)
+    trainer.fit()
+    weights = tmp_path / checkpoint.WEIGHTS
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        checkpoint.load_weights(Transformer(MODEL), weights)
+    state = tmp_path / checkpoint.TRAINER_STATE
+    state.write_bytes(state.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        checkpoint.load_trainer_state(state)
+    with pytest.raises(CheckpointNotFoundError, match="does not exist"):
+        checkpoint.load_weights(Transformer(MODEL), tmp_path / "nope.safetensors")
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    model, trainer = make(tmp_path, 2)
+    trainer.fit()
+    other = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=4, d_head=8, vocab_size=len(VOCAB), n_ctx=12))
+    with pytest.raises(CheckpointError, match="does not match the model config"):
+        checkpoint.load_weights(other, tmp_path / checkpoint.WEIGHTS)
+
+
+def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
+    model, trainer = make(tmp_path, 6)
+    trainer.cfg.checkpoint_every = 2
+    real = trainer.batch_fn
+
+    def poisoned(step):
+        if step == 4:
+            with torch.no_grad():
+                model.blocks[0].attn.qkv.weight[0, 0] = float("nan")
+        return real(step)
+
+    trainer.batch_fn = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"at step 5 .*last good checkpoint is step 4"):
+        trainer.fit()
+    state = checkpoint.load_trainer_state(tmp_path / checkpoint.TRAINER_STATE)
+    assert state["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())

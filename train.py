@@ -1,0 +1,62 @@
+"""minitf command line: ``python train.py [EXPERIMENT] [options]``.
+
+A thin layer over ``minitf.experiments``: it parses arguments and turns every user error
+into one line on stderr with exit code 2. No logic of its own lives here.
+"""
+import argparse
+import sys
+
+from minitf.checkpoint import read_run_config
+from minitf.errors import MinitfError
+from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, run_experiment
+
+
+def parse_args(argv):
+    listing = "\n".join(f"  {name:<12} {exp.description}" for name, exp in EXPERIMENTS.items())
+    parser = argparse.ArgumentParser(
+        description="Train tiny transformers on toy tasks and report what they learned.",
+        epilog=f"experiments:\n{listing}\n\nexample: python train.py induction --set n_layers=1 --seed 1",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", nargs="?", default=None,
+                        help=f"which experiment to run (default: {DEFAULT_EXPERIMENT})")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    parser.add_argument("--out", default=None, help="write the run folder at exactly this path")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (model, train or task), e.g. --set steps=500")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run with its own saved experiment and config")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run folder instead of refusing")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        name = args.experiment
+        if args.resume:
+            if args.overrides or args.seed is not None or args.out:
+                raise MinitfErrorCLI("--resume continues a run with its saved config; "
+                                     "drop --set/--seed/--out")
+            name = name or read_run_config(args.resume).get("experiment")
+        name = name or DEFAULT_EXPERIMENT
+        if name not in EXPERIMENTS:
+            raise MinitfErrorCLI(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
+        run_experiment(EXPERIMENTS[name], out=args.out, seed=args.seed, overrides=args.overrides,
+                       device=args.device, overwrite=args.overwrite, resume=args.resume)
+    except MinitfError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+class MinitfErrorCLI(MinitfError, ValueError):
+    """A command-line usage error."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
