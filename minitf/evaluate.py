@@ -35,3 +35,53 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
+def proportion(successes, chance: float) -> dict:
+    """The standard result record: accuracy, 95% interval, chance level, sample size."""
+    n, k = len(successes), int(sum(bool(s) for s in successes))
+    return {"acc": k / n if n else 0.0, "ci95": wilson_interval(k, n), "chance": chance, "n": n}
+
+
+@torch.no_grad()
+def answer_logprobs(model, examples, vocab, batch_size: int = 512) -> torch.Tensor:
+    """Log-probabilities over the vocab at each example's answer position, (n, vocab).
+
+    All candidates of an example are ranked from one forward pass, and examples are
+    batched (right-padded; padding after the answer cannot affect it under causal masking).
+    """
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        length = max(ex.answer_pos for ex in chunk)
+        ids = torch.full((len(chunk), length), vocab.pad_id, dtype=torch.long)
+        for row, ex in enumerate(chunk):
+            ids[row, : ex.answer_pos] = torch.tensor(vocab.encode(ex.tokens[: ex.answer_pos]))
+        logits = model(ids.to(device))
+        last = torch.tensor([ex.answer_pos - 1 for ex in chunk], device=device)
+        picked = logits[torch.arange(len(chunk), device=device), last]
+        out.append(torch.log_softmax(picked.float(), -1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(vocab))
+
+
+def kway_correct(logprobs: torch.Tensor, examples, vocab) -> list[bool]:
+    """The answer outranks every other candidate (ties count as wrong)."""
+    hits = []
+    for lp, ex in zip(logprobs, examples):
+        scores = lp[vocab.encode(ex.candidates)]
+        hits.append(bool(scores[0] > scores[1:].max()) if len(scores) > 1 else True)
+    return hits
+
+
+def top1_correct(logprobs: torch.Tensor, examples, vocab, pool: list[str], exclude=None) -> list[bool]:
+    """The answer is the argmax over the whole ``pool`` (e.g. every entity), minus exclusions."""
+    pool_ids = torch.tensor(vocab.encode(pool))
+    index = {t: i for i, t in enumerate(pool)}
+    hits = []
+    for n, (lp, ex) in enumerate(zip(logprobs, examples)):
+        scores = lp[pool_ids].clone()
+        for token in (exclude[n] if exclude else ()):
+            scores[index[token]] = float("-inf")
+        hits.append(pool[int(scores.argmax())] == ex.answer)
+    return hits

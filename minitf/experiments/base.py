@@ -72,6 +72,9 @@ class Experiment(abc.ABC):
     description = ""
     task_cls = None
 
+    def default_task(self):
+        return self.task_cls()
+
     def default_model(self, task) -> ModelConfig:
         return ModelConfig()
 
@@ -96,6 +99,9 @@ class Experiment(abc.ABC):
         """Labelled steps to draw on the loss plot."""
         return {}
 
+    def plots(self, run_dir: str, report: dict) -> None:
+        """Experiment-specific PNGs beside loss.png."""
+
 
 def build_configs(experiment: Experiment, overrides: list[str], seed: int | None = None,
                   device: str | None = None):
@@ -104,7 +110,7 @@ def build_configs(experiment: Experiment, overrides: list[str], seed: int | None
     task_keys = {f.name for f in dataclasses.fields(task_cls)}
     task_over = [o for o in overrides if o.split("=", 1)[0].strip() in task_keys]
     rest = [o for o in overrides if o not in task_over]
-    (task,) = apply_overrides([task_cls()], task_over)
+    (task,) = apply_overrides([experiment.default_task()], task_over)
     _validate_task(task)
     model_cfg, train_cfg = apply_overrides([experiment.default_model(task), experiment.default_train(), task], rest)[:2]
     if seed is not None:
@@ -183,6 +189,7 @@ def run_experiment(experiment: Experiment, out: str | None = None, seed: int | N
               "wall_s": round(time.perf_counter() - t0, 2)}
     write_report(run_dir, report)
     plot_loss(run_dir, experiment.marks(report))
+    experiment.plots(run_dir, report)
     if not quiet:
         print(experiment.summary(report))
         print(f"\nrun folder: {run_dir}  (wall {report['wall_s']:.1f} s)")

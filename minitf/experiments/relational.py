@@ -1,0 +1,231 @@
+"""``headline`` (and ``reversal`` / ``syllogism`` alone): in-weights vs in-context generalization.
+
+After Lampinen et al. (2025, arXiv 2505.00661) and Berglund et al. (2023, the reversal curse),
+at tiny scale (science.md §1). Phases:
+  phase1         episodes with fresh bindings (→ in-context ability) + fixed-world documents;
+  phase2         continue on the *new* facts, one direction only, replaying phase 1's mix;
+  phase2_oracle  the same, plus the true reversals / syllogism conclusions;
+  phase2_self    the same, plus the reversals / conclusions the phase-1 model itself
+                 generated (greedy) with the new facts in its context.
+Conditions, all on the same new facts and queries:
+  in_weights (phase2, no context) · in_context (phase-1 model, the facts among distractors
+  in the prompt) · augmented_oracle / augmented_self (their phase-2 models, no context) ·
+  retrieval (phase2 model, the trained sentences that mention the query's entity in context)
+  · phase1_facts (the fixed world, both directions: a sanity row).
+Each recall query is scored three ways (a prototype found the k-way score leaks through
+unembedding similarity): k-way among same-role distractors, top-1 over all entities, and
+direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide.
+"""
+import dataclasses
+import os
+
+import numpy as np
+import torch
+
+from minitf.checkpoint import load_weights
+from minitf.config import ModelConfig, TrainConfig
+from minitf.data import collate
+from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
+from minitf.experiments.base import Experiment, RunContext
+from minitf.report import format_table
+from toy_tasks import Example
+from toy_tasks.relational import Fact, RelationalTask
+
+CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval", "phase1_facts")
+KINDS = ("forward", "reversal", "syllogism")
+
+
+class QuerySet:
+    """Fixed candidates and contexts per query, so every condition answers the same questions."""
+
+    def __init__(self, world, vocab, rng):
+        self.world, self.vocab = world, vocab
+        self.queries = {k: world.queries[k] for k in KINDS if world.queries[k]}
+        self.cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.queries.items()}
+        self.context = {k: [world.in_context(q, rng) for q in qs] for k, qs in self.queries.items()}
+        trained = world.new_sentences()
+        self.retrieved = {k: [world.retrieve(q, trained, rng) for q in qs] for k, qs in self.queries.items()}
+        self.fixed = {k: [q for q in world.fixed_queries if q.kind == k] for k in ("forward", "reversal")}
+        self.fixed_cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.fixed.items()}
+
+    def evaluate(self, model, condition: str) -> dict:
+        if condition == "phase1_facts":
+            return self._score(model, self.fixed, self.fixed_cands, None)
+        contexts = {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
+        return self._score(model, self.queries, self.cands, contexts)
+
+    def _score(self, model, queries, cands, contexts) -> dict:
+        results, entities = {}, self.world.entities
+        for kind, qs in queries.items():
+            ctx = contexts[kind] if contexts else [[] for _ in qs]
+            examples = [self.world.query_example(q, c, cand) for q, c, cand in zip(qs, ctx, cands[kind])]
+            lp = answer_logprobs(model, examples, self.vocab)
+            chance_k = 1 / len(examples[0].candidates)
+            results[kind] = proportion(kway_correct(lp, examples, self.vocab), chance_k)
+            top1 = top1_correct(lp, examples, self.vocab, entities, [q.exclude for q in qs])
+            results[f"{kind}_top1"] = proportion(top1, 1 / len(entities))
+            if all(q.contrast for q in qs):
+                contrast = [self.world.query_example(q, c, cand, prompt=q.contrast)
+                            for q, c, cand in zip(qs, ctx, cands[kind])]
+                lp_c = answer_logprobs(model, contrast, self.vocab)
+                ids = torch.tensor(self.vocab.encode([q.answer for q in qs]))
+                rows = torch.arange(len(qs))
+                results[f"{kind}_direction"] = proportion((lp[rows, ids] > lp_c[rows, ids]).tolist(), 0.5)
+        return results
+
+
+class RelationalExperiment(Experiment):
+    name = "headline"
+    description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
+    task_cls = RelationalTask
+    splits = "reversal,syllogism"
+
+    def default_task(self):
+        return RelationalTask(splits=self.splits)
+
+    def default_model(self, task) -> ModelConfig:
+        # science.md §1's best measured recipe: attention-only, d_model 64, 4 heads, conv 4.
+        return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0, conv_kernel=4,
+                           vocab_size=len(self.vocab(task)), n_ctx=task.max_seq_len())
+
+    def default_train(self) -> TrainConfig:
+        return TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
+                           checkpoint_every=500, log_every=25)
+
+    def max_seq_len(self, task) -> int:
+        return task.max_seq_len()
+
+    # -- phases ----------------------------------------------------------------------------
+    def run(self, ctx: RunContext) -> dict:
+        task, world = ctx.task, ctx.task.build_world(np.random.default_rng([ctx.train_cfg.seed, 77]))
+        qset = QuerySet(world, ctx.vocab, ctx.eval_rng(1))
+        fixed_docs = world.fixed_world_sentences()
+
+        def phase1_sample(rng, n):
+            return [world.episode(rng) if rng.random() < task.episode_fraction else world.document(rng, fixed_docs)
+                    for _ in range(n)]
+
+        probe_rng = ctx.eval_rng(2)
+        probe_examples = [world.episode(probe_rng) for _ in range(256)]
+
+        def phase1_eval(model, step):
+            return {"episode_answer_acc": episode_accuracy(model, probe_examples, ctx.vocab)}
+
+        model = ctx.new_model()
+        ctx.train(model, phase1_sample, phase="phase1", phase_index=1, evaluate=phase1_eval)
+        phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
+        results = {"in_context": qset.evaluate(model.eval(), "in_context")}
+        episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
+        generated, gen_stats = self_generated(model, world, ctx.vocab)
+
+        phase2_cfg = dataclasses.replace(ctx.train_cfg, steps=task.phase2_steps, warmup=20,
+                                         eval_every=0, checkpoint_every=0)
+        variants = [("phase2", [], "in_weights"), ("phase2_oracle", world.oracle_augmentation(), "augmented_oracle"),
+                    ("phase2_self", generated, "augmented_self")]
+        done = ["phase1"]
+        for index, (phase, extra, condition) in enumerate(variants, start=2):
+            load_weights(model, phase1_weights)
+            sentences = world.new_sentences() + extra
+
+            def phase2_sample(rng, n, sentences=sentences):
+                return [world.document(rng, sentences) if rng.random() < task.new_fact_fraction
+                        else phase1_sample(rng, 1)[0] for _ in range(n)]
+
+            ctx.train(model, phase2_sample, phase=phase, phase_index=index, train_cfg=phase2_cfg,
+                      phases_before=done)
+            done.append(phase)
+            model.eval()
+            results[condition] = qset.evaluate(model, condition)
+            if phase == "phase2":
+                results["retrieval"] = qset.evaluate(model, "retrieval")
+                results["phase1_facts"] = qset.evaluate(model, "phase1_facts")
+        results = {c: results[c] for c in CONDITIONS}
+        return {"results": results, "self_generation": gen_stats,
+                "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
+                "n_entities": len(world.entities), "episode_answer_acc": episode_acc}
+
+    # -- report ------------------------------------------------------------------------------
+    def summary(self, report: dict) -> str:
+        results = report["results"]
+        splits = [s for s in results["in_weights"]]
+        header = ["condition"] + splits
+        rows = [[c] + [results[c].get(s, {}).get("acc") for s in splits] for c in CONDITIONS]
+        rows.append(["(chance)"] + [results["in_weights"][s]["chance"] for s in splits])
+        table = format_table(header, rows, title=f"{self.name} — {report['architecture']}")
+        gen = report["self_generation"]
+        return (f"{table}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
+                f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
+                f"{_fmt(report['episode_answer_acc'])}")
+
+    def plots(self, run_dir: str, report: dict) -> None:
+        plot_results(run_dir, report)
+
+
+def _fmt(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def episode_accuracy(model, examples: list[Example], vocab) -> float:
+    """Fraction of scored answers in held-out episodes that are the model's argmax."""
+    batch = collate(examples, vocab)
+    with torch.no_grad():
+        pred = model(batch.inputs).argmax(-1)
+    hits = ((pred == batch.targets).float() * batch.mask).sum()
+    return float(hits / batch.mask.sum())
+
+
+def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
+    """The phase-1 model, given each new fact (or premises) in context, writes the inference
+    by greedy decoding of the answer entity; malformed generations (not an entity) are dropped."""
+    prompts = world.augmentation_prompts()
+    examples = [Example(tokens=p + [p[-1]], scored=[len(p)], answer_pos=len(p)) for p, _ in prompts]
+    lp = answer_logprobs(model, examples, vocab)
+    generated, correct, entity_set = [], 0, set(world.entities)
+    truth = [f.reversed() for f in world.new_facts] + [Fact(q.prompt[1], q.prompt[0], q.answer)
+                                                       for q in world.queries["syllogism"]]
+    for (_, (x, rel)), row, true in zip(prompts, lp, truth):
+        token = vocab.tokens[int(row.argmax())]
+        if token in entity_set:
+            generated.append(Fact(x, rel, token))
+            correct += token == true.y
+    return generated, {"total": len(prompts), "well_formed": len(generated), "correct": correct}
+
+
+def plot_results(run_dir: str, report: dict) -> str:
+    import matplotlib.pyplot as plt
+
+    results = report["results"]
+    splits = [s for s in results["in_weights"] if not s.startswith("forward")]
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
+    width = 0.8 / len(CONDITIONS)
+    for i, cond in enumerate(CONDITIONS):
+        vals = [results[cond].get(s, {}).get("acc", 0.0) for s in splits]
+        cis = [results[cond].get(s, {}).get("ci95", [v, v]) for v, s in zip(vals, splits)]
+        errs = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
+        ax.bar(np.arange(len(splits)) + i * width, vals, width, yerr=errs, label=cond, capsize=2)
+    for j, s in enumerate(splits):
+        ax.hlines(results["in_weights"][s]["chance"], j - width / 2, j + 0.8 - width / 2, colors="k",
+                  linestyles="dotted")
+    ax.set_xticks(np.arange(len(splits)) + 0.4 - width / 2, splits, rotation=20)
+    ax.set_ylabel("accuracy (dotted: chance)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(report["architecture"], fontsize=9)
+    ax.legend(fontsize=7, ncol=3)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "results.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+class ReversalExperiment(RelationalExperiment):
+    name = "reversal"
+    description = "the headline on relation facts only (the reversal curse)"
+    splits = "reversal"
+
+
+class SyllogismExperiment(RelationalExperiment):
+    name = "syllogism"
+    description = "the headline on syllogisms only (two-hop deductions from premises)"
+    splits = "syllogism"
+

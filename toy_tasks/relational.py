@@ -1,0 +1,322 @@
+"""Relational corpora of nonsense entities: reversal and syllogism, in weights or in context.
+
+After Lampinen et al. (2025) and Berglund et al. (2023, the reversal curse), at tiny scale
+(``../shared/science.md`` §1). Every entity is one nonsense token, so nothing leaks from
+any prior knowledge. One sentence per fact, always the same shape:
+
+    relation fact   A r B .          reversal:  B r⁻¹ A .   (r⁻¹ = the inverse relation)
+    premises        all A are B .    all B are C .   ⇒ all A are C .
+                    all A are B .    no B are C .    ⇒ no A are C .
+
+A *query* is a sentence whose last entity the model must predict. Training mixes two
+kinds of sequence:
+- episodes: fresh random entities, a few facts, then several queries about them (forward,
+  reversed, two-hop) — solvable only in context; this is where in-context ability comes from;
+- documents: sentences about a fixed world of entities, learned in weights.
+The world also holds *new* facts about held-out entities, used for the data-matched test:
+trained one direction only (in weights), or placed in the prompt among distractors (in
+context), plus augmentation (reversals/inferences added to training) and retrieval
+(the trained sentences that mention the query's entity put back in context).
+"""
+import argparse
+from dataclasses import dataclass
+
+import numpy as np
+
+from toy_tasks.example import Example
+
+BOS, END, ALL, NO, ARE = "<bos>", ".", "all", "no", "are"
+RELATION_PAIRS = [("bigger", "smaller"), ("older", "younger"), ("faster", "slower"), ("above", "below"),
+                  ("before", "after"), ("parent-of", "child-of"), ("teaches", "learns-from"),
+                  ("owns", "owned-by"), ("heavier", "lighter"), ("north-of", "south-of")]
+SPLITS = ("reversal", "syllogism")
+_SYLLABLES = ["ba", "ko", "mi", "ru", "te", "lo", "vi", "da", "ne", "pu", "sa", "gor", "fe", "zu", "xi", "wan"]
+
+
+def entity_names(n: int) -> list[str]:
+    """Deterministic pronounceable nonsense words: 'bako', 'bami', ..."""
+    names, k = [], len(_SYLLABLES)
+    for i in range(n):
+        a, b, c = i % k, (i // k) % k, i // (k * k)
+        names.append(_SYLLABLES[a] + _SYLLABLES[b] + (_SYLLABLES[c - 1] if c else ""))
+    return names
+
+
+INVERSE = {a: b for a, b in RELATION_PAIRS} | {b: a for a, b in RELATION_PAIRS}
+
+
+def sentence(x: str, rel: str, y: str) -> list[str]:
+    return [ALL, x, ARE, y, END] if rel == ALL else [NO, x, ARE, y, END] if rel == NO else [x, rel, y, END]
+
+
+@dataclass(frozen=True)
+class Fact:
+    x: str
+    rel: str  # a relation word, or "all" / "no" for premises
+    y: str
+
+    def tokens(self) -> list[str]:
+        return sentence(self.x, self.rel, self.y)
+
+    def reversed(self) -> "Fact":
+        return Fact(self.y, INVERSE[self.rel], self.x)
+
+
+@dataclass(frozen=True)
+class Query:
+    """``prompt`` + answer: e.g. reversal of A r B is prompt [B, r⁻¹], answer A."""
+
+    kind: str  # forward | reversal | syllogism
+    prompt: tuple
+    answer: str
+    facts: tuple  # the facts that entail the answer (what in-context conditions show)
+    exclude: tuple = ()  # other true completions, not counted against top-1 (the middle term)
+    contrast: tuple = ()  # same prompt with the opposite relation, for the direction test
+
+
+@dataclass
+class RelationalTask:
+    n_entities: int = 450
+    n_fixed_entities: int = 100  # the phase-1 world; the rest are held out for new facts
+    n_fixed_facts: int = 100
+    n_new_facts: int = 200
+    n_chain_entities: int = 200  # held-out entities that form the new category forest
+    n_relations: int = 8  # relation pairs in use (≤ 10)
+    min_facts: int = 2
+    max_facts: int = 6
+    queries_per_episode: int = 4
+    n_distractors: int = 3
+    sentences_per_doc: int = 4
+    splits: str = "reversal,syllogism"
+    # training mix (fractions of each batch) and the length of each phase-2 run
+    episode_fraction: float = 0.7  # phase 1: episodes vs fixed-world documents
+    new_fact_fraction: float = 0.5  # phase 2: new-fact documents; the rest replays phase 1's mix
+    phase2_steps: int = 300
+
+    def validate(self):
+        wanted = self.split_list()
+        if not wanted or any(s not in SPLITS for s in wanted):
+            raise ValueError(f"splits must be a comma list drawn from {SPLITS} (got {self.splits!r})")
+        if not 1 <= self.n_relations <= len(RELATION_PAIRS):
+            raise ValueError(f"n_relations must be in 1..{len(RELATION_PAIRS)} (got {self.n_relations})")
+        held_out = self.n_entities - self.n_fixed_entities - self.n_chain_entities
+        if held_out < 20 or self.n_fixed_entities < 10 or self.n_chain_entities < 12:
+            raise ValueError("n_entities must leave >= 10 fixed, >= 12 chain and >= 20 held-out entities "
+                             f"(got {self.n_fixed_entities} fixed, {self.n_chain_entities} chain, {held_out} held out)")
+        if not 1 <= self.min_facts <= self.max_facts:
+            raise ValueError(f"need 1 <= min_facts <= max_facts (got {self.min_facts}, {self.max_facts})")
+        if not (0 < self.episode_fraction < 1 and 0 < self.new_fact_fraction < 1):
+            raise ValueError("episode_fraction and new_fact_fraction must be strictly between 0 and 1")
+        if self.phase2_steps < 1:
+            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
+        if self.queries_per_episode < 1 or self.n_distractors < 0 or self.sentences_per_doc < 1:
+            raise ValueError("queries_per_episode and sentences_per_doc must be >= 1, n_distractors >= 0")
+        return self
+
+    def split_list(self) -> list[str]:
+        return [s.strip() for s in self.splits.split(",") if s.strip()]
+
+    def relations(self) -> list[str]:
+        return [r for pair in RELATION_PAIRS[: self.n_relations] for r in pair]
+
+    def vocab_tokens(self) -> list[str]:
+        return [BOS, END, ALL, NO, ARE] + self.relations() + entity_names(self.n_entities)
+
+    def max_seq_len(self) -> int:
+        context = 5 * (self.max_facts + 2 + self.n_distractors + 6)  # retrieval adds a few sentences
+        return 1 + context + 5 * self.queries_per_episode
+
+    def build_world(self, rng: np.random.Generator) -> "World":
+        return World(self, rng)
+
+
+def _relation_facts(rng, entities, n, relations) -> list[Fact]:
+    """n facts with each (subject, relation) and (object, inverse) used once, so answers are unique."""
+    facts, used = [], set()
+    while len(facts) < n:
+        x, y = rng.choice(entities, 2, replace=False)
+        rel = relations[rng.integers(len(relations) // 2) * 2]  # the first word of a pair
+        keys = {(x, rel), (y, INVERSE[rel]), (x, INVERSE[rel]), (y, rel)}
+        if keys & used:
+            continue
+        used |= keys
+        facts.append(Fact(str(x), rel, str(y)))
+    return facts
+
+
+def _forest(rng, entities) -> tuple[list[Fact], list[Query]]:
+    """A category forest (roots / depth 1 / depth 2) and its two-hop syllogism queries."""
+    ents = list(rng.permutation(entities))
+    n_root, n_mid = len(ents) // 5, (3 * len(ents)) // 10
+    roots, mids, leaves = ents[:n_root], ents[n_root:n_root + n_mid], ents[n_root + n_mid:]
+    parent = {m: roots[rng.integers(len(roots))] for m in mids}
+    parent |= {leaf: mids[rng.integers(len(mids))] for leaf in leaves}
+    premises = [Fact(str(c), ALL, str(p)) for c, p in parent.items()]
+    excluded_of = {}
+    for m in mids[::2]:  # "no B are D" for half the middle categories, D a root not above B
+        d = str(roots[(roots.index(parent[m]) + 1 + rng.integers(len(roots) - 1)) % len(roots)])
+        premises.append(Fact(str(m), NO, d))
+        excluded_of[m] = d
+    queries = []
+    for leaf in leaves:
+        b = parent[leaf]
+        c = parent[b]
+        p1, p2 = Fact(str(leaf), ALL, str(b)), Fact(str(b), ALL, str(c))
+        queries.append(Query("syllogism", (ALL, str(leaf), ARE), str(c), (p1, p2), exclude=(str(b),)))
+        if b in excluded_of:
+            p3 = Fact(str(b), NO, excluded_of[b])
+            queries.append(Query("syllogism", (NO, str(leaf), ARE), excluded_of[b], (p1, p3)))
+    return premises, queries
+
+
+def relation_queries(facts: list[Fact]) -> list[Query]:
+    out = []
+    for f in facts:
+        r = f.reversed()
+        out.append(Query("forward", (f.x, f.rel), f.y, (f,), contrast=(f.x, INVERSE[f.rel])))
+        out.append(Query("reversal", (r.x, r.rel), r.y, (f,), contrast=(r.x, f.rel)))
+    return out
+
+
+class World:
+    """Entities, the fixed world's facts, and the new facts of the data-matched test."""
+
+    def __init__(self, task: RelationalTask, rng: np.random.Generator):
+        self.task = task
+        names = entity_names(task.n_entities)
+        self.entities = names
+        perm = [names[i] for i in rng.permutation(len(names))]
+        fixed = perm[: task.n_fixed_entities]
+        chain = perm[task.n_fixed_entities: task.n_fixed_entities + task.n_chain_entities]
+        held = perm[task.n_fixed_entities + task.n_chain_entities:]
+        rels = task.relations()
+        splits = task.split_list()
+        self.fixed_facts = _relation_facts(rng, fixed, task.n_fixed_facts, rels)
+        self.new_facts = _relation_facts(rng, held, task.n_new_facts, rels) if "reversal" in splits else []
+        self.new_premises, syllogisms = _forest(rng, chain) if "syllogism" in splits else ([], [])
+        self.queries = {"forward": [], "reversal": [], "syllogism": syllogisms}
+        for q in relation_queries(self.new_facts):
+            self.queries[q.kind].append(q)
+        self.fixed_queries = relation_queries(self.fixed_facts)
+
+    # -- training data -----------------------------------------------------------------
+    def episode(self, rng: np.random.Generator) -> Example:
+        """Fresh entities, facts, then queries about them; loss on the answers only."""
+        task = self.task
+        n_facts = int(rng.integers(task.min_facts, task.max_facts + 1))
+        ents = [str(e) for e in rng.choice(self.entities, 2 * n_facts + 6, replace=False)]
+        splits = task.split_list()
+        facts, queries = [], []
+        if "syllogism" in splits and (splits == ["syllogism"] or rng.random() < 0.5):
+            a, b, c, d = ents[-4:]
+            chain = [Fact(a, ALL, b), Fact(b, ALL, c)]
+            queries.append(Query("syllogism", (ALL, a, ARE), c, tuple(chain)))
+            if rng.random() < 0.5:
+                chain.append(Fact(b, NO, d))
+                queries.append(Query("syllogism", (NO, a, ARE), d, (chain[0], chain[2])))
+            facts += chain
+        n_rel = max(0, n_facts - len(facts)) if "reversal" in splits else 0
+        rel_facts = _relation_facts(rng, ents[: 2 * n_facts + 2], n_rel, task.relations()) if n_rel else []
+        facts += rel_facts
+        queries += relation_queries(rel_facts)
+        order = rng.permutation(len(facts))
+        tokens = [BOS] + [t for i in order for t in facts[i].tokens()]
+        picks = rng.choice(len(queries), task.queries_per_episode, replace=len(queries) < task.queries_per_episode)
+        scored = []
+        for i in picks:
+            q = queries[i]
+            tokens += list(q.prompt)
+            scored.append(len(tokens))
+            tokens += [q.answer, END]
+        return Example(tokens=tokens, scored=scored, kind="episode")
+
+    def document(self, rng: np.random.Generator, facts: list[Fact]) -> Example:
+        """A few sentences drawn from ``facts``; loss on each sentence's final entity."""
+        idx = rng.choice(len(facts), min(self.task.sentences_per_doc, len(facts)), replace=False)
+        tokens, scored = [BOS], []
+        for i in idx:
+            tokens += facts[i].tokens()
+            scored.append(len(tokens) - 2)
+        return Example(tokens=tokens, scored=scored, kind="document")
+
+    def fixed_world_sentences(self) -> list[Fact]:
+        """The fixed world is trained in both directions (it is the sanity row)."""
+        return self.fixed_facts + [f.reversed() for f in self.fixed_facts]
+
+    def new_sentences(self) -> list[Fact]:
+        """The new facts as trained in weights: one direction only."""
+        return self.new_facts + self.new_premises
+
+    # -- evaluation prompts -------------------------------------------------------------
+    def candidates(self, query: Query, rng: np.random.Generator, pool: list[Query], k: int = 4) -> list[str]:
+        """The answer plus k-1 same-role distractors: answers of other queries of the kind."""
+        others = sorted({q.answer for q in pool} - {query.answer} - set(query.exclude))
+        return [query.answer] + [str(x) for x in rng.choice(others, k - 1, replace=False)]
+
+    def query_example(self, query: Query, context: list[Fact], candidates: list[str],
+                      prompt: tuple | None = None) -> Example:
+        tokens = [BOS] + [t for f in context for t in f.tokens()] + list(prompt or query.prompt)
+        return Example(tokens=tokens + [query.answer], scored=[len(tokens)], answer_pos=len(tokens),
+                       candidates=candidates, answer=query.answer, kind=query.kind)
+
+    def in_context(self, query: Query, rng: np.random.Generator) -> list[Fact]:
+        """The query's facts among distractor facts (other new facts of the same kind)."""
+        pool = self.new_premises if query.kind == "syllogism" else self.new_facts
+        pool = [f for f in pool if f not in query.facts]
+        picks = [pool[i] for i in rng.choice(len(pool), self.task.n_distractors, replace=False)]
+        context = list(query.facts) + picks
+        return [context[i] for i in rng.permutation(len(context))]
+
+    def retrieve(self, query: Query, trained: list[Fact], rng: np.random.Generator) -> list[Fact]:
+        """Trained sentences about the query's entity (two forward hops for syllogisms) + distractors."""
+        entity = query.prompt[1] if query.kind == "syllogism" else query.prompt[0]
+        if query.kind == "syllogism":
+            first = [f for f in trained if f.x == entity]
+            found = first + [f for f in trained if f.x in {g.y for g in first} and f not in first]
+        else:
+            found = [f for f in trained if entity in (f.x, f.y)]
+        rest = [f for f in trained if f not in found]
+        found += [rest[i] for i in rng.choice(len(rest), self.task.n_distractors, replace=False)]
+        return [found[i] for i in rng.permutation(len(found))]
+
+    def oracle_augmentation(self) -> list[Fact]:
+        """True reversals of the new relation facts and true conclusions of the syllogisms."""
+        out = [f.reversed() for f in self.new_facts]
+        out += [Fact(q.prompt[1], q.prompt[0], q.answer) for q in self.queries["syllogism"]]
+        return out
+
+    def augmentation_prompts(self) -> list[tuple[list[str], tuple]]:
+        """(prompt tokens, (x, rel)) for each inference the model is asked to generate in context."""
+        out = []
+        for f in self.new_facts:
+            r = f.reversed()
+            out.append(([BOS] + f.tokens() + [r.x, r.rel], (r.x, r.rel)))
+        for q in self.queries["syllogism"]:
+            out.append(([BOS] + [t for p in q.facts for t in p.tokens()] + list(q.prompt), (q.prompt[1], q.prompt[0])))
+        return out
+
+
+def show(n: int, seed: int = 0) -> None:
+    task = RelationalTask()
+    rng = np.random.default_rng(seed)
+    world = task.build_world(rng)
+    print("== episodes (answers scored) ==")
+    for _ in range(n):
+        print(world.episode(rng))
+    print("\n== fixed-world documents ==")
+    for _ in range(n):
+        print(world.document(rng, world.fixed_world_sentences()))
+    for kind, queries in world.queries.items():
+        print(f"\n== {kind}: in weights / in context / retrieval ==")
+        for q in queries[:n]:
+            cands = world.candidates(q, rng, queries)
+            print(world.query_example(q, [], cands))
+            print(world.query_example(q, world.in_context(q, rng), cands))
+            print(world.query_example(q, world.retrieve(q, world.new_sentences(), rng), cands))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="print examples of the relational corpora")
+    parser.add_argument("--show", type=int, default=3, help="how many of each kind")
+    parser.add_argument("--seed", type=int, default=0)
+    show(parser.parse_args().show, parser.parse_args().seed)
