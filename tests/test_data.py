@@ -29,8 +29,17 @@ def test_collate_masks_only_scored_positions():
 
 def test_induction_task_repeats_and_is_seeded():
     task = InductionTask(n_symbols=5, segment_len=4)
-    a = task.sample(np.random.default_rng(3), 2)
-    b = task.sample(np.random.default_rng(3), 2)
+    a = task.sample(np.random.default_rng(3), 2, full_length=True)
+    b = task.sample(np.random.default_rng(3), 2, full_length=True)
     assert [e.tokens for e in a] == [e.tokens for e in b]
     toks = a[0].tokens
     assert toks[0] == "<bos>" and toks[1:5] == toks[5:9] and len(toks) == task.seq_len
+    # training sequences vary the period (no positional shortcut) but keep the length
+    task = InductionTask(n_symbols=50, segment_len=10, min_segment_len=3)
+    periods = set()
+    for ex in task.sample(np.random.default_rng(4), 30):
+        toks = ex.tokens
+        assert len(toks) == task.seq_len
+        period = next(p for p in range(3, 11) if toks[1:1 + p] == toks[1 + p:1 + 2 * p])
+        periods.add(period)
+    assert len(periods) > 3

@@ -1,18 +1,25 @@
 """``induction``: a 2-layer attention-only model on repeated random segments.
 
-The smallest real experiment and the smoke test of the whole stack: after training, the
-second repeat is predicted nearly perfectly (an induction head copies the token that
-followed the earlier occurrence) while the first stays at chance (ln n_symbols).
+After Olsson et al. (2022): the second repeat becomes predictable once a previous-token
+head (layer 0) and an induction head (layer 1) form, abruptly — the phase change. Every
+``eval_every`` steps the run records the repeat losses, every head's scores and the ICL
+score into metrics.jsonl; the report marks the phase-change step (the largest drop of the
+second-repeat loss between two evaluations) and ablates the top induction head.
 Run the 1-layer control with ``--set n_layers=1``: one layer cannot form the circuit.
 """
+import numpy as np
+
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import collate
 from minitf.evaluate import per_position_loss
 from minitf.experiments.base import Experiment, RunContext
-from minitf.report import format_table
-from toy_tasks.induction import InductionTask
+from minitf.experiments.induction_plots import plot_induction
+from minitf.probes import ablation_effect, all_scores, icl_score, repeated_random_tokens
+from minitf.report import format_table, read_metrics
+from toy_tasks.induction import BOS, InductionTask
 
 EVAL_SEQUENCES = 256
+PROBE_SEQUENCES = 32
 
 
 class InductionExperiment(Experiment):
@@ -25,30 +32,88 @@ class InductionExperiment(Experiment):
                            vocab_size=len(self.vocab(task)), n_ctx=task.seq_len - 1)
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=600, batch_size=32, lr=3e-3, warmup=50, eval_every=100)
+        return TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup=50, eval_every=50, checkpoint_every=250)
 
     def max_seq_len(self, task) -> int:
         return task.seq_len
 
     def run(self, ctx: RunContext) -> dict:
-        task = ctx.task
-        eval_batch = collate(task.sample(ctx.eval_rng(), EVAL_SEQUENCES), ctx.vocab)
+        task, vocab = ctx.task, ctx.vocab
+        eval_batch = collate(task.sample(ctx.eval_rng(), EVAL_SEQUENCES, full_length=True), vocab)
+        symbols = vocab.encode(task.symbols())
+        probe_tokens = repeated_random_tokens(ctx.eval_rng(1), symbols, PROBE_SEQUENCES, task.segment_len,
+                                              bos_id=vocab.index[BOS])
+        first = [p - 1 for p in task.first_repeat()]  # target index t predicts token t+1
+        second = [p - 1 for p in task.second_repeat()]
 
-        def repeat_losses(model, step=None):
+        def measure(model, step=None):
             losses = per_position_loss(model, eval_batch)
-            # target index t predicts token t+1
-            first = losses[[p - 1 for p in task.first_repeat()]].mean().item()
-            second = losses[[p - 1 for p in task.second_repeat()]].mean().item()
-            return {"loss_first_repeat": first, "loss_second_repeat": second}
+            return {"loss_first_repeat": losses[first].mean().item(),
+                    "loss_second_repeat": losses[second].mean().item(),
+                    "icl_score": icl_score(model, eval_batch, early=first[len(first) // 2],
+                                           late=second[len(second) // 2]),
+                    "scores": all_scores(model, probe_tokens[:, :-1], task.segment_len, start=1)}
 
         model = ctx.new_model()
-        ctx.train(model, task.sample, evaluate=repeat_losses)
+        ctx.train(model, task.sample, evaluate=measure)
         model.eval()
-        return repeat_losses(model)
+        final = measure(model)
+        phase_step, at_phase = phase_change(read_metrics(ctx.run_dir))
+        scores = final["scores"]
+        top = top_head(scores["prefix_matching"], min_layer=1)
+        ablation = None
+        if top is not None:
+            def second_repeat_loss(m):
+                return per_position_loss(m, eval_batch)[second].mean().item()
+            ablation = ablation_effect(model, [top], second_repeat_loss)
+        return {**final, "phase_change_step": phase_step, "scores_at_phase_change": at_phase,
+                "top_induction_head": top, "top_previous_token_head": top_head(scores["previous_token"]),
+                "ablation": ablation}
+
+    def marks(self, report: dict) -> dict:
+        return {"phase change": report.get("phase_change_step")}
+
+    def plots(self, run_dir: str, report: dict) -> None:
+        plot_induction(run_dir, report)
 
     def summary(self, report: dict) -> str:
         first, second = report["loss_first_repeat"], report["loss_second_repeat"]
         rows = [["first repeat", first], ["second repeat", second],
-                ["second / first", second / first if first else None]]
-        return format_table(["tokens", "loss (nats/token)"], rows,
-                            title=f"induction — {report['architecture']}")
+                ["second / first", second / first if first else None], ["ICL score", report["icl_score"]]]
+        out = [format_table(["tokens", "loss (nats/token)"], rows, title=f"induction — {report['architecture']}")]
+        s = report["scores"]
+        head_rows = [[f"L{layer}H{h}", s["previous_token"][layer][h], s["prefix_matching"][layer][h],
+                      s["duplicate_token"][layer][h], s["copying"][layer][h]]
+                     for layer in range(len(s["copying"])) for h in range(len(s["copying"][0]))]
+        out.append(format_table(["head", "prev-token", "prefix-match", "duplicate", "copying"], head_rows))
+        out.append(f"phase change at step {report['phase_change_step']}")
+        if report["ablation"]:
+            a = report["ablation"]
+            out.append(f"ablating induction head L{a['heads'][0][0]}H{a['heads'][0][1]}: second-repeat loss "
+                       f"{a['base']:.3f} → {a['ablated']:.3f}")
+        return "\n\n".join(out)
+
+
+def top_head(score: list[list[float]], min_layer: int = 0):
+    """(layer, head) with the highest score at or above ``min_layer``; None if there is none."""
+    arr = np.asarray(score)
+    if arr.shape[0] <= min_layer:
+        return None
+    sub = arr[min_layer:]
+    layer, head = np.unravel_index(int(sub.argmax()), sub.shape)
+    return [int(layer) + min_layer, int(head)]
+
+
+def phase_change(metrics: list[dict], min_total_drop: float = 1.0):
+    """(step, scores) at the steepest drop of the second-repeat loss between evaluations.
+
+    Returns (None, None) unless the loss fell by at least ``min_total_drop`` nats over the
+    run — without that there was no phase change to mark.
+    """
+    evals = [(r["step"], r["eval"]) for r in metrics if "eval" in r and "loss_second_repeat" in r["eval"]]
+    if len(evals) < 2 or evals[0][1]["loss_second_repeat"] - evals[-1][1]["loss_second_repeat"] < min_total_drop:
+        return None, None
+    drops = [(e0["loss_second_repeat"] - e1["loss_second_repeat"], s1, e1)
+             for (s0, e0), (s1, e1) in zip(evals, evals[1:])]
+    _, step, at = max(drops, key=lambda d: d[0])
+    return step, at.get("scores")

@@ -1,0 +1,83 @@
+"""PNGs for the induction experiment: score trajectories, head heatmaps, attention patterns."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import minitf  # noqa: E402
+from minitf.probes import attention_patterns, repeated_random_tokens  # noqa: E402
+from minitf.report import read_metrics  # noqa: E402
+
+SCORES = ("previous_token", "prefix_matching", "duplicate_token", "copying")
+
+
+def plot_induction(run_dir: str, report: dict) -> None:
+    plot_trajectories(run_dir, report)
+    plot_heatmaps(run_dir, report)
+    plot_top_patterns(run_dir, report)
+
+
+def plot_trajectories(run_dir, report):
+    evals = [r for r in read_metrics(run_dir) if "eval" in r and "scores" in r["eval"]]
+    if not evals:
+        return
+    steps = [r["step"] for r in evals]
+    fig, axes = plt.subplots(1, len(SCORES) + 1, figsize=(4 * (len(SCORES) + 1), 3.5))
+    for ax, name in zip(axes, SCORES):
+        arr = np.array([r["eval"]["scores"][name] for r in evals])  # (time, layer, head)
+        for layer in range(arr.shape[1]):
+            for head in range(arr.shape[2]):
+                ax.plot(steps, arr[:, layer, head], label=f"L{layer}H{head}", linestyle="-" if layer else "--")
+        ax.set_title(name.replace("_", " "))
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=6, ncol=2)
+    ax = axes[-1]
+    ax.plot(steps, [r["eval"]["loss_first_repeat"] for r in evals], label="first repeat")
+    ax.plot(steps, [r["eval"]["loss_second_repeat"] for r in evals], label="second repeat")
+    ax.set_title("eval loss")
+    ax.legend(fontsize=7)
+    for a in axes:
+        if report.get("phase_change_step"):
+            a.axvline(report["phase_change_step"], color="red", linestyle=":")
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "scores.png"), dpi=90)
+    plt.close(fig)
+
+
+def plot_heatmaps(run_dir, report):
+    fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3))
+    for ax, name in zip(axes, SCORES):
+        arr = np.array(report["scores"][name])
+        im = ax.imshow(arr, vmin=-1 if name == "copying" else 0, vmax=1, cmap="viridis")
+        ax.set_title(name.replace("_", " "), fontsize=9)
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        for (i, j), v in np.ndenumerate(arr):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "head_scores.png"), dpi=90)
+    plt.close(fig)
+
+
+def plot_top_patterns(run_dir, report):
+    heads = [("induction", report.get("top_induction_head")), ("previous-token", report.get("top_previous_token_head"))]
+    heads = [(n, h) for n, h in heads if h]
+    if not heads:
+        return
+    model, vocab = minitf.load(run_dir)
+    symbols = [i for i, t in enumerate(vocab.tokens) if t.startswith("t")]
+    tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, 12, bos_id=vocab.index["<bos>"])
+    patterns = attention_patterns(model, tokens)
+    fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 4.2))
+    for ax, (name, (layer, head)) in zip(np.atleast_1d(axes), heads):
+        ax.imshow(patterns[layer, 0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(f"{name} head L{layer}H{head}", fontsize=9)
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+    fig.tight_layout()
+    fig.savefig(os.path.join(run_dir, "attention.png"), dpi=90)
+    plt.close(fig)

@@ -1,0 +1,150 @@
+"""Induction-head probes, ablation and patching (Olsson et al. 2022; Elhage et al. 2021).
+
+Every score is an array indexed [layer][head]. Attention patterns come from
+``hook_pattern``: hooking it makes the model take the pattern-materializing path whatever
+``attn_impl`` says (see ``minitf.attention``), so a fused backend never yields a wrong score.
+
+- previous-token score: mean attention from position i to i−1.
+- duplicate-token score: mean attention from a repeated token to its earlier occurrence.
+- prefix-matching score: on a random segment repeated, mean attention from each token of
+  a later repeat to the token right *after* its earlier occurrence (what an induction head does).
+- copying score: for each head's full OV circuit M = W_E · W_V · W_O · W_U, Σλ / Σ|λ| over
+  M's eigenvalues; near 1 means the head copies the token it attends to. LayerNorm: its
+  gains are folded into W_V (the block's ln1) and W_U (ln_final); centring and the
+  per-token scale are ignored, as in Elhage et al.'s attention-only analysis.
+- ICL score: loss at a late token minus loss at an early token (more negative = more ICL).
+"""
+import contextlib
+
+import numpy as np
+import torch
+
+from minitf.data import Batch
+from minitf.evaluate import per_position_loss
+from minitf.hooks import hooks
+
+
+def repeated_random_tokens(rng: np.random.Generator, token_ids: list[int], n_seq: int, segment: int,
+                           repeats: int = 2, bos_id: int | None = None) -> torch.Tensor:
+    """(n_seq, [1 +] repeats·segment): a random segment repeated, optionally after a BOS."""
+    seg = rng.choice(np.asarray(token_ids), size=(n_seq, segment))
+    tokens = np.tile(seg, (1, repeats))
+    if bos_id is not None:
+        tokens = np.concatenate([np.full((n_seq, 1), bos_id), tokens], axis=1)
+    return torch.as_tensor(tokens, dtype=torch.long)
+
+
+@torch.no_grad()
+def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
+    """(layer, batch, head, query, key) attention probabilities."""
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+    return torch.stack([cache["pattern", i] for i in range(model.cfg.n_layers)])
+
+
+def _mean_offset(patterns, queries: range, offset: int) -> np.ndarray:
+    """Mean attention from each query position q to key q − offset, per (layer, head)."""
+    q = torch.tensor(list(queries))
+    vals = patterns[:, :, :, q, q - offset]  # (layer, batch, head, n)
+    return vals.mean(dim=(1, 3)).cpu().numpy()
+
+
+def previous_token_score(model, tokens: torch.Tensor) -> np.ndarray:
+    return _mean_offset(attention_patterns(model, tokens), range(1, tokens.shape[1]), 1)
+
+
+def prefix_matching_score(model, tokens: torch.Tensor, segment: int, start: int = 0) -> np.ndarray:
+    """``tokens`` hold a segment of length ``segment`` repeated from position ``start`` on."""
+    queries = range(start + segment, tokens.shape[1])
+    return _mean_offset(attention_patterns(model, tokens), queries, segment - 1)
+
+
+def duplicate_token_score(model, tokens: torch.Tensor, segment: int, start: int = 0) -> np.ndarray:
+    return _mean_offset(attention_patterns(model, tokens), range(start + segment, tokens.shape[1]), segment)
+
+
+@torch.no_grad()
+def copying_score(model) -> np.ndarray:
+    """Σλ/Σ|λ| of each head's full OV circuit (LayerNorm gains folded in; see module docstring)."""
+    cfg = model.cfg
+    w_e = model.embed.weight.double()  # (vocab, d)
+    w_u = model.unembed.weight.double().T  # (d, vocab)
+    if model.ln_final.ln is not None:
+        w_u = model.ln_final.ln.weight.double()[:, None] * w_u
+    scores = np.zeros((cfg.n_layers, cfg.n_heads))
+    for layer, block in enumerate(model.blocks):
+        w_v, w_o = block.attn.head_weights()
+        gain = block.ln1.ln.weight.double() if block.ln1.ln is not None else torch.ones(cfg.d_model, dtype=torch.float64)
+        for h in range(cfg.n_heads):
+            ov = (gain[:, None] * w_v[h].double()) @ w_o[h].double()  # (d, d)
+            # eig(W_E·OV·W_U) equals eig(OV·W_U·W_E) on its non-zero part: a d×d problem, not vocab×vocab
+            lam = torch.linalg.eigvals(ov @ w_u @ w_e)
+            scores[layer, h] = float(lam.real.sum() / lam.abs().sum())
+    return scores
+
+
+def icl_score(model, batch: Batch, early: int, late: int, window: int = 2) -> float:
+    """Mean loss around target index ``late`` minus around ``early`` (nats)."""
+    losses = per_position_loss(model, batch)
+    around = lambda i: losses[max(0, i - window): i + window + 1].mean().item()  # noqa: E731
+    return around(late) - around(early)
+
+
+# -- interventions --------------------------------------------------------------------------
+@contextlib.contextmanager
+def ablate_heads(model, heads: list[tuple[int, int]], mode: str = "zero", means: dict | None = None):
+    """Zero- or mean-ablate the outputs (hook_z) of the given (layer, head)s for the block.
+
+    Mean ablation needs ``means[layer]``: the head outputs averaged over a reference batch,
+    shape (head, d_head) — see ``mean_head_outputs``.
+    """
+    if mode not in ("zero", "mean"):
+        raise ValueError(f"ablation mode must be 'zero' or 'mean' (got {mode!r})")
+    if mode == "mean" and means is None:
+        raise ValueError("mean ablation needs means=mean_head_outputs(model, tokens)")
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
+            raise ValueError(f"head ({layer}, {head}) does not exist in a {model.cfg.n_layers}-layer, "
+                             f"{model.cfg.n_heads}-head model")
+        by_layer.setdefault(layer, []).append(head)
+
+    def make(layer, hs):
+        def fn(z, hook):
+            z = z.clone()
+            z[:, :, hs] = 0.0 if mode == "zero" else means[layer][hs].to(z)
+            return z
+        return fn
+
+    with hooks(model, [(f"blocks.{layer}.attn.hook_z", make(layer, hs)) for layer, hs in by_layer.items()]):
+        yield
+
+
+@torch.no_grad()
+def mean_head_outputs(model, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_z"))
+    return {i: cache["z", i].mean(dim=(0, 1)) for i in range(model.cfg.n_layers)}
+
+
+@contextlib.contextmanager
+def patch_activations(model, patches: dict[str, torch.Tensor]):
+    """Replace the named activations (e.g. from a cache of a clean run) for the block."""
+    with hooks(model, [(name, lambda act, hook, v=value: v.to(act)) for name, value in patches.items()]):
+        yield
+
+
+def ablation_effect(model, heads, metric, mode: str = "zero", means=None) -> dict:
+    """How ``metric(model) -> float`` changes when ``heads`` are ablated."""
+    base = metric(model)
+    with ablate_heads(model, heads, mode, means):
+        ablated = metric(model)
+    return {"heads": [list(h) for h in heads], "base": base, "ablated": ablated, "delta": ablated - base}
+
+
+def all_scores(model, tokens: torch.Tensor, segment: int, start: int) -> dict:
+    """Every per-head score as nested lists, the ``report.json`` format."""
+    patterns = attention_patterns(model, tokens)
+    n = tokens.shape[1]
+    return {"previous_token": _mean_offset(patterns, range(1, n), 1).tolist(),
+            "prefix_matching": _mean_offset(patterns, range(start + segment, n), segment - 1).tolist(),
+            "duplicate_token": _mean_offset(patterns, range(start + segment, n), segment).tolist(),
+            "copying": copying_score(model).tolist()}

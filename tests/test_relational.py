@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from minitf.data import Vocab
+from minitf.evaluate import kway_correct, proportion, top1_correct, wilson_interval
+from toy_tasks import Example
+from toy_tasks.relational import INVERSE, RelationalTask
+
+
+@pytest.fixture(scope="module")
+def world():
+    return RelationalTask().build_world(np.random.default_rng(0))
+
+
+def test_world_is_seeded_and_answers_are_unique(world):
+    again = RelationalTask().build_world(np.random.default_rng(0))
+    assert again.new_facts == world.new_facts and again.new_premises == world.new_premises
+    assert len(world.new_facts) == 200
+    for kind in ("forward", "reversal"):
+        prompts = [q.prompt for q in world.queries[kind]]
+        assert len(prompts) == len(set(prompts)), kind  # one right answer per prompt
+    fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}
+    new = {e for f in world.new_facts + world.new_premises for e in (f.x, f.y)}
+    assert not fixed & new  # new facts are about held-out entities
+
+
+def test_reversal_and_syllogism_queries_are_entailed(world):
+    facts = set(world.new_facts)
+    for q in world.queries["reversal"]:
+        x, rel = q.prompt
+        assert any(f.x == q.answer and f.rel == INVERSE[rel] and f.y == x for f in facts)
+        assert q.contrast == (x, INVERSE[rel])
+    premises = {(f.x, f.rel): f.y for f in world.new_premises}
+    for q in world.queries["syllogism"]:
+        quant, a, _ = q.prompt
+        b = premises[(a, "all")]
+        if quant == "all":
+            assert premises[(b, "all")] == q.answer and q.exclude == (b,)
+        else:
+            assert premises[(b, "no")] == q.answer
+    assert len(world.queries["syllogism"]) >= 100
+
+
+def test_episode_scores_only_answers(world):
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        ex = world.episode(rng)
+        assert len(ex.scored) == world.task.queries_per_episode
+        for pos in ex.scored:
+            assert ex.tokens[pos] in world.entities and ex.tokens[pos + 1] == "."
+            # the answer was stated earlier in the episode (solvable in context)
+            assert ex.tokens[pos] in ex.tokens[:pos]
+        assert len(ex.tokens) <= world.task.max_seq_len()
+
+
+def test_conditions_share_queries_and_contexts_hold_the_facts(world):
+    rng = np.random.default_rng(2)
+    q = world.queries["reversal"][0]
+    cands = world.candidates(q, rng, world.queries["reversal"])
+    assert cands[0] == q.answer and len(set(cands)) == 4
+    ctx = world.in_context(q, rng)
+    assert q.facts[0] in ctx and len(ctx) == 1 + world.task.n_distractors
+    retrieved = world.retrieve(q, world.new_sentences(), rng)
+    assert q.facts[0] in retrieved
+    assert set(world.oracle_augmentation()[:5]) == {f.reversed() for f in world.new_facts[:5]}
+    ex = world.query_example(q, ctx, cands)
+    assert ex.tokens[ex.answer_pos] == q.answer and ex.answer_pos == len(ex.tokens) - 1
+
+
+def test_invalid_task_config_is_rejected():
+    with pytest.raises(ValueError, match="splits must be"):
+        RelationalTask(splits="reversal,nonsense").validate()
+    with pytest.raises(ValueError, match="n_entities must leave"):
+        RelationalTask(n_entities=150).validate()
+
+
+def test_ranking_metrics_on_hand_made_scores():
+    vocab = Vocab(["a", "b", "c", "d"])
+    exs = [Example(["a", "b"], [1], 1, ["b", "c"], "b"), Example(["a", "c"], [1], 1, ["c", "d"], "c")]
+    lp = torch.full((2, len(vocab)), -10.0)
+    lp[0, vocab.index["b"]] = -1.0  # right
+    lp[1, vocab.index["d"]] = -1.0  # wrong: d beats c
+    lp[1, vocab.index["c"]] = -2.0
+    assert kway_correct(lp, exs, vocab) == [True, False]
+    assert top1_correct(lp, exs, vocab, ["a", "b", "c", "d"]) == [True, False]
+    assert top1_correct(lp, exs, vocab, ["a", "b", "c", "d"], [(), ("d",)]) == [True, True]
+    r = proportion([True, False, True, True], chance=0.5)
+    assert r["acc"] == 0.75 and r["n"] == 4 and r["ci95"][0] < 0.75 < r["ci95"][1]
+    lo, hi = wilson_interval(0, 200)
+    assert lo == 0.0 and 0.0 < hi < 0.02
