@@ -9,7 +9,7 @@ import pytest
 import minitf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["--set", "steps=6", "--set", "segment_len=5", "--set", "n_symbols=8", "--set", "eval_every=3"]
+SMALL = ["--set", "steps=6", "--set", "segment_len=5", "--set", "min_segment_len=3", "--set", "n_symbols=8", "--set", "eval_every=3"]
 
 
 def cli(*args):
@@ -38,8 +38,8 @@ def test_run_folder_has_every_artifact_and_loads(tmp_path):
 
 def test_same_seed_same_numbers(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    assert cli("--out", str(a), *SMALL).returncode == 0
-    assert cli("--out", str(b), *SMALL).returncode == 0
+    assert cli("induction", "--out", str(a), *SMALL).returncode == 0
+    assert cli("induction", "--out", str(b), *SMALL).returncode == 0
     ra, rb = (json.loads((p / "report.json").read_text()) for p in (a, b))
     assert ra["loss_second_repeat"] == rb["loss_second_repeat"]
 
@@ -54,7 +54,7 @@ def test_same_seed_same_numbers(tmp_path):
     (["--resume", "/nonexistent/run"], "does not exist"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
-    r = cli(*args, "--out", str(tmp_path / "x")) if not args[0].startswith("--resume") else cli(*args)
+    r = cli("induction", *args, "--out", str(tmp_path / "x")) if args[0].startswith("--set") else cli(*args)
     assert r.returncode == 2
     assert needle in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -63,7 +63,7 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
 
 def test_resume_continues_a_finished_or_partial_run(tmp_path):
     out = tmp_path / "run"
-    assert cli("--out", str(out), *SMALL).returncode == 0
+    assert cli("induction", "--out", str(out), *SMALL).returncode == 0
     before = json.loads((out / "report.json").read_text())
     r = cli("--resume", str(out))
     assert r.returncode == 0, r.stderr

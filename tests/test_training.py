@@ -13,7 +13,7 @@ from minitf.model import Transformer
 from minitf.trainer import Trainer
 from toy_tasks.induction import InductionTask
 
-TASK = InductionTask(n_symbols=10, segment_len=6)
+TASK = InductionTask(n_symbols=10, segment_len=6, min_segment_len=3)
 VOCAB = Vocab(TASK.vocab_tokens())
 MODEL = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, vocab_size=len(VOCAB), n_ctx=12)
 

@@ -70,7 +70,8 @@ def plot_top_patterns(run_dir, report):
         return
     model, vocab = minitf.load(run_dir)
     symbols = [i for i, t in enumerate(vocab.tokens) if t.startswith("t")]
-    tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, 12, bos_id=vocab.index["<bos>"])
+    segment = min(12, (model.cfg.n_ctx - 1) // 2)
+    tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, segment, bos_id=vocab.index["<bos>"])
     patterns = attention_patterns(model, tokens)
     fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 4.2))
     for ax, (name, (layer, head)) in zip(np.atleast_1d(axes), heads):
