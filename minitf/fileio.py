@@ -5,9 +5,14 @@ on POSIX within one filesystem, so a crash leaves either the old file or the new
 """
 import json
 import os
+import signal
 import tempfile
 
 TMP_PREFIX = ".tmp-"
+# Fault injection for the crash-safety tests: SIGKILL this process halfway through the N-th
+# atomic write (temp file half written, nothing replaced yet). Unset in normal use.
+_KILL_AT_WRITE = int(os.environ.get("MINITF_KILL_AT_WRITE", "0"))
+_writes = 0
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -16,6 +21,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
+            _maybe_die(f, data)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -24,6 +30,15 @@ def atomic_write_bytes(path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _maybe_die(f, data: bytes) -> None:
+    global _writes
+    _writes += 1
+    if _KILL_AT_WRITE and _writes == _KILL_AT_WRITE:
+        f.write(data[: len(data) // 2])
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_json(path, data) -> None:

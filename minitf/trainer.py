@@ -128,6 +128,8 @@ class Trainer:
                 return
             if resume_state.get("phase") == self.phase:
                 self.restore(resume_state)
+            else:  # this phase had not reached a checkpoint: drop whatever it logged
+                self._truncate_metrics()
         model, cfg = self.model.to(self.device).train(), self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None, leave=False)
         t0, tokens_seen = time.perf_counter(), 0

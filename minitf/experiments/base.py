@@ -175,7 +175,14 @@ def run_experiment(experiment: Experiment, out: str | None = None, seed: int | N
     resume_state = None
     if resume:
         remove_stale_temp_files(run_dir)
-        resume_state = checkpoint.load_trainer_state(os.path.join(run_dir, checkpoint.TRAINER_STATE))
+        state_path = os.path.join(run_dir, checkpoint.TRAINER_STATE)
+        if os.path.exists(state_path):
+            resume_state = checkpoint.load_trainer_state(state_path)
+        else:  # killed before its first checkpoint: start over, keeping config and vocab
+            resume_state = {"phase": None, "phases_done": []}
+            for name in ("metrics.jsonl", checkpoint.WEIGHTS):
+                if os.path.exists(os.path.join(run_dir, name)):
+                    os.unlink(os.path.join(run_dir, name))
     else:
         prepare_run_dir(run_dir, overwrite)
         checkpoint.write_run_config(run_dir, {"experiment": experiment.name, "model": to_dict(model_cfg),
