@@ -4,6 +4,7 @@ A thin layer over ``minitf.experiments``: it parses arguments and turns every us
 into one line on stderr with exit code 2. No logic of its own lives here.
 """
 import argparse
+import os
 import sys
 
 from minitf.checkpoint import read_run_config
@@ -26,6 +27,8 @@ def parse_args(argv):
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run with its own saved experiment and config")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--sweep", action="store_true",
+                        help="run the experiment's parameter grid (bursty: p_bursty x n_classes) into --out")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing run folder instead of refusing")
     return parser.parse_args(argv)
@@ -43,8 +46,15 @@ def main(argv=None) -> int:
         name = name or DEFAULT_EXPERIMENT
         if name not in EXPERIMENTS:
             raise MinitfErrorCLI(f"unknown experiment {name!r}; choose one of: {', '.join(EXPERIMENTS)}")
-        run_experiment(EXPERIMENTS[name], out=args.out, seed=args.seed, overrides=args.overrides,
-                       device=args.device, overwrite=args.overwrite, resume=args.resume)
+        experiment = EXPERIMENTS[name]
+        if args.sweep:
+            if not hasattr(experiment, "sweep"):
+                raise MinitfErrorCLI(f"experiment {name!r} has no --sweep; bursty has one")
+            experiment.sweep(args.out or os.path.join("runs", name, "sweep"), args.seed, args.overrides,
+                             args.overwrite)
+        else:
+            run_experiment(experiment, out=args.out, seed=args.seed, overrides=args.overrides,
+                           device=args.device, overwrite=args.overwrite, resume=args.resume)
     except MinitfError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

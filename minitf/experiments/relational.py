@@ -26,6 +26,7 @@ from minitf.checkpoint import load_weights
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import collate
 from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
+from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
 from minitf.experiments.base import Experiment, RunContext
 from minitf.report import format_table
 from toy_tasks import Example
@@ -116,6 +117,7 @@ class RelationalExperiment(Experiment):
         phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
         results = {"in_context": qset.evaluate(model.eval(), "in_context")}
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
+        induction = induction_section(model, world, ctx, qset)
         generated, gen_stats = self_generated(model, world, ctx.vocab)
 
         phase2_cfg = dataclasses.replace(ctx.train_cfg, steps=task.phase2_steps, warmup=20,
@@ -142,7 +144,7 @@ class RelationalExperiment(Experiment):
         results = {c: results[c] for c in CONDITIONS}
         return {"results": results, "self_generation": gen_stats,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
-                "n_entities": len(world.entities), "episode_answer_acc": episode_acc}
+                "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction}
 
     # -- report ------------------------------------------------------------------------------
     def summary(self, report: dict) -> str:
@@ -153,7 +155,11 @@ class RelationalExperiment(Experiment):
         rows.append(["(chance)"] + [results["in_weights"][s]["chance"] for s in splits])
         table = format_table(header, rows, title=f"{self.name} — {report['architecture']}")
         gen = report["self_generation"]
-        return (f"{table}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
+        ind = report["induction"]
+        ind_line = (f"\ninduction heads (layer ≥ 1, by prefix-matching): {ind['heads']}; {ind['split']} "
+                    f"{ind['base']:.3f} → {ind['ablated']:.3f} with them ablated, "
+                    f"→ {ind['random_ablated']:.3f} with random heads {ind['random_heads']} ablated")
+        return (f"{table}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
                 f"{_fmt(report['episode_answer_acc'])}")
 
@@ -163,6 +169,33 @@ class RelationalExperiment(Experiment):
 
 def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
+
+
+def induction_section(model, world, ctx, qset, n_heads: int = 2) -> dict:
+    """Which heads of the phase-1 model are induction heads (prefix-matching on repeated random
+    entity tokens), and in-context accuracy with them ablated vs as many random heads ablated."""
+    cfg = model.cfg
+    segment = min(20, (cfg.n_ctx - 1) // 2)
+    tokens = repeated_random_tokens(ctx.eval_rng(3), ctx.vocab.encode(world.entities), 64, segment,
+                                    bos_id=ctx.vocab.index["<bos>"])
+    scores = all_scores(model, tokens, segment, start=1)
+    ranked = sorted(((layer, h) for layer in range(1, cfg.n_layers) for h in range(cfg.n_heads)),
+                    key=lambda lh: -scores["prefix_matching"][lh[0]][lh[1]])
+    heads = [list(h) for h in ranked[:n_heads]]
+    others = [[layer, h] for layer in range(cfg.n_layers) for h in range(cfg.n_heads) if [layer, h] not in heads]
+    rng = np.random.default_rng([ctx.train_cfg.seed, 4242])
+    random_heads = [others[i] for i in rng.choice(len(others), len(heads), replace=False)]
+    split = "reversal_top1" if "reversal" in qset.queries else "syllogism_top1"
+
+    def metric(m):
+        return qset.evaluate(m, "in_context")[split]["acc"]
+
+    out = {"scores": scores, "heads": heads, "split": f"in_context {split}", "base": metric(model)}
+    with ablate_heads(model, [tuple(h) for h in heads]):
+        out["ablated"] = metric(model)
+    with ablate_heads(model, [tuple(h) for h in random_heads]):
+        out["random_heads"], out["random_ablated"] = random_heads, metric(model)
+    return out
 
 
 def episode_accuracy(model, examples: list[Example], vocab) -> float:

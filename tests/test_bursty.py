@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from minitf.experiments import EXPERIMENTS, run_experiment
+from toy_tasks.bursty import EVAL_MODES, BurstyTask
+
+
+def test_bursty_sequences_follow_the_knobs():
+    task = BurstyTask(n_classes=50, p_bursty=1.0, burstiness=3, n_pairs=8, fresh_fraction=0.0)
+    rng = np.random.default_rng(0)
+    for ex in task.sample(rng, 50):
+        items = ex.tokens[1::2]
+        query_class = items[-1].split(".")[0]
+        assert sum(i.split(".")[0] == query_class for i in items[:-1]) >= 3  # bursty: in context ≥ B times
+        assert len(ex.tokens) == task.seq_len and len(ex.scored) == task.n_pairs + 1
+        assert all(ex.tokens[p].startswith("L") for p in ex.scored)
+    nonbursty = BurstyTask(n_classes=2000, p_bursty=0.0, zipf_alpha=0.0, fresh_fraction=0.0)
+    hits = sum(ex.tokens[-2].split(".")[0] in {t.split(".")[0] for t in ex.tokens[1:-2:2]}
+               for ex in nonbursty.sample(rng, 200))
+    assert hits < 10  # with 2000 uniform classes the query class is rarely in context
+
+
+def test_fresh_sequences_use_the_holdout_pool_with_random_labels():
+    task = BurstyTask(n_classes=20, n_holdout=10, fresh_fraction=1.0)
+    seen = {}
+    for ex in task.sample(np.random.default_rng(2), 100):
+        for item, label in zip(ex.tokens[1::2], ex.tokens[2::2]):
+            cls = int(item[1:].split(".")[0])
+            assert cls >= 20  # holdout pool only
+            seen.setdefault(cls, set()).add(label)
+    assert max(len(v) for v in seen.values()) > 3  # labels are re-bound per sequence
+
+
+def test_evaluation_modes():
+    task = BurstyTask()
+    rng = np.random.default_rng(1)
+    trained = {task.item(c, e) for c in range(task.n_classes) for e in range(task.exemplars)}
+    for mode in EVAL_MODES:
+        for ex in task.evaluation(mode, rng, 20):
+            assert ex.answer == ex.candidates[0] and ex.tokens[ex.answer_pos] == ex.answer
+            items = set(ex.tokens[1::2])
+            if mode in ("icl", "unrelated"):
+                assert not items & trained  # holdout items never have a fixed label
+                assert ex.answer in ex.tokens[:ex.answer_pos]  # the label is in context
+            if mode == "iwl":
+                query = ex.tokens[-2].split(".")[0]
+                assert all(t.split(".")[0] != query for t in ex.tokens[1:-2:2])
+                assert len(ex.candidates) == task.n_labels
+            if mode == "flipped":
+                assert items <= trained and ex.answer != task.labels()[int(ex.tokens[-2][1:].split(".")[0]) % task.n_labels]
+            if mode == "unrelated":
+                assert ex.answer.startswith("U")
+
+
+def test_invalid_bursty_config():
+    with pytest.raises(ValueError, match="2\\*burstiness <= n_pairs"):
+        BurstyTask(burstiness=5, n_pairs=8).validate()
+
+
+@pytest.mark.slow
+def test_bursty_run_reports_every_mode(tmp_path):
+    report = run_experiment(EXPERIMENTS["bursty"], out=str(tmp_path / "run"), quiet=True,
+                            overrides=["steps=300", "eval_every=100", "n_classes=64"])
+    assert set(report["results"]) == set(EVAL_MODES)
+    assert report["results"]["iwl"]["acc"] >= 0.9  # 64 classes are memorized within 300 steps
+    assert report["results"]["iwl"]["chance"] == pytest.approx(1 / 32)
+    assert set(report["ablation"]) >= {"heads", "icl_acc"}
+    assert np.array(report["scores"]["prefix_matching"]).shape == (2, 4)

@@ -1,0 +1,147 @@
+"""Bursty few-shot classification (Chan et al. 2022; Reddy 2023), in tokens.
+
+A sequence is ``<bos> item label item label ... item label`` (``n_pairs`` pairs, then a
+query pair); every label is scored. Classes follow a Zipf(α) frequency; in a *bursty*
+sequence (probability ``p_bursty``) the query's class appears ``burstiness`` times in the
+context (plus a second class as often), so its label can be copied from context — the
+pressure that produces in-context learning. Otherwise context classes are drawn i.i.d.,
+and the label can only come from weights (in-weights learning).
+
+Token-world design choice (science.md §3): each class has ``exemplars`` item tokens (a
+class is a small set of tokens, like Chan's noisy exemplars of one image class). Chan's
+holdout images pass through a trained encoder; a token that never occurs in training keeps
+its random initial embedding, and we measured that the model then cannot match it in
+context at all (ICL at chance even with induction heads present). So holdout classes form a
+*pool of tokens re-bound to fresh labels per sequence*: a ``fresh_fraction`` of training
+sequences use pool items with labels drawn at random for that sequence only. Pool items
+never have a fixed label, so the ICL evaluation (holdout classes, arbitrary labels) can only
+be solved from the context.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from toy_tasks.example import Example
+
+BOS = "<bos>"
+EVAL_MODES = ("icl", "iwl", "flipped", "unrelated")
+
+
+@dataclass
+class BurstyTask:
+    n_classes: int = 256  # K trained classes
+    n_holdout: int = 64  # classes never seen in training (ICL evaluation)
+    exemplars: int = 2  # item tokens per class
+    n_labels: int = 32  # class c's label is c mod n_labels
+    zipf_alpha: float = 1.0
+    burstiness: int = 3  # B: copies of the query class in a bursty context
+    p_bursty: float = 0.9
+    fresh_fraction: float = 0.2  # sequences of holdout-pool items with labels re-bound at random
+    n_pairs: int = 8
+
+    def validate(self):
+        if self.n_classes < 2 or self.n_holdout < 2 or self.exemplars < 1 or self.n_labels < 2:
+            raise ValueError("need n_classes >= 2, n_holdout >= 2, exemplars >= 1, n_labels >= 2")
+        if not (0 <= self.p_bursty <= 1 and 0 <= self.fresh_fraction <= 1):
+            raise ValueError("p_bursty and fresh_fraction must be in [0, 1]")
+        if not 1 <= 2 * self.burstiness <= self.n_pairs:
+            raise ValueError(f"need 1 <= 2*burstiness <= n_pairs (got {self.burstiness}, {self.n_pairs})")
+        if self.zipf_alpha < 0:
+            raise ValueError(f"zipf_alpha must be >= 0 (got {self.zipf_alpha})")
+        return self
+
+    # -- vocabulary ---------------------------------------------------------------------
+    def item(self, cls: int, exemplar: int) -> str:
+        return f"c{cls}.{exemplar}"
+
+    def labels(self) -> list[str]:
+        return [f"L{i}" for i in range(self.n_labels)]
+
+    def unrelated_labels(self) -> list[str]:
+        """Label tokens never used in training (Wei et al. 2023's semantically unrelated labels)."""
+        return [f"U{i}" for i in range(8)]
+
+    def vocab_tokens(self) -> list[str]:
+        items = [self.item(c, e) for c in range(self.n_classes + self.n_holdout) for e in range(self.exemplars)]
+        return [BOS] + self.labels() + self.unrelated_labels() + items
+
+    @property
+    def seq_len(self) -> int:
+        return 1 + 2 * (self.n_pairs + 1)
+
+    def class_probs(self) -> np.ndarray:
+        p = 1.0 / np.arange(1, self.n_classes + 1) ** self.zipf_alpha
+        return p / p.sum()
+
+    # -- sequences -----------------------------------------------------------------------
+    def _sequence(self, rng, classes: list[int], query: int, label_of) -> Example:
+        tokens, scored = [BOS], []
+        for c in classes + [query]:
+            tokens.append(self.item(c, int(rng.integers(self.exemplars))))
+            tokens.append(label_of(c))
+            scored.append(len(tokens) - 1)
+        return Example(tokens=tokens, scored=scored, answer_pos=len(tokens) - 1, answer=tokens[-1])
+
+    def sample(self, rng: np.random.Generator, n: int) -> list[Example]:
+        probs, labels = self.class_probs(), self.labels()
+        out = []
+        for _ in range(n):
+            fresh = rng.random() < self.fresh_fraction
+            if fresh:  # holdout pool, uniform, labels re-bound below
+                draw = lambda size=None: self.n_classes + rng.integers(self.n_holdout, size=size)  # noqa: E731
+            else:
+                draw = lambda size=None: rng.choice(self.n_classes, size, p=probs)  # noqa: E731
+            query = int(draw())
+            if rng.random() < self.p_bursty:
+                other = int(draw())
+                rest = list(draw(self.n_pairs - 2 * self.burstiness))
+                classes = [query] * self.burstiness + [other] * self.burstiness + [int(c) for c in rest]
+                classes = [classes[i] for i in rng.permutation(len(classes))]
+            else:
+                classes = [int(c) for c in draw(self.n_pairs)]
+            if fresh:
+                names = {c: labels[int(rng.integers(self.n_labels))] for c in set(classes + [query])}
+                out.append(self._sequence(rng, classes, query, names.__getitem__))
+            else:
+                out.append(self._sequence(rng, classes, query, lambda c: labels[c % self.n_labels]))
+        return out
+
+    def evaluation(self, mode: str, rng: np.random.Generator, n: int) -> list[Example]:
+        """Evaluation sequences; ``candidates`` are what is ranked (chance = 1/len)."""
+        labels = self.labels()
+        out = []
+        for _ in range(n):
+            if mode == "iwl":  # the query's class is absent from the context: weights only
+                query = int(rng.choice(self.n_classes, p=self.class_probs()))
+                pool = [c for c in rng.choice(self.n_classes, 3 * self.n_pairs) if c != query]
+                ex = self._sequence(rng, [int(c) for c in pool[: self.n_pairs]], query,
+                                    lambda c: labels[c % self.n_labels])
+                ex.candidates = [ex.answer] + [lab for lab in labels if lab != ex.answer]
+            else:  # 2-way few-shot: two classes, each n_pairs/2 times, arbitrary labels
+                if mode == "flipped":  # trained classes, their two labels swapped
+                    a, b = (int(c) for c in rng.choice(self.n_classes, 2, replace=False))
+                    while a % self.n_labels == b % self.n_labels:
+                        b = int(rng.integers(self.n_classes))
+                    names = {a: labels[b % self.n_labels], b: labels[a % self.n_labels]}
+                else:  # icl / unrelated: holdout classes never seen in training
+                    a, b = (self.n_classes + int(c) for c in rng.choice(self.n_holdout, 2, replace=False))
+                    pool = labels if mode == "icl" else self.unrelated_labels()
+                    la, lb = rng.choice(len(pool), 2, replace=False)
+                    names = {a: pool[la], b: pool[lb]}
+                classes = [a, b] * (self.n_pairs // 2)
+                classes = [classes[i] for i in rng.permutation(len(classes))]
+                query = a if rng.random() < 0.5 else b
+                ex = self._sequence(rng, classes, query, names.__getitem__)
+                ex.candidates = [names[query], names[b if query == a else a]]
+            ex.scored, ex.kind = [ex.answer_pos], mode
+            out.append(ex)
+        return out
+
+
+if __name__ == "__main__":
+    task = BurstyTask()
+    rng = np.random.default_rng(0)
+    for ex in task.sample(rng, 3):
+        print(ex)
+    for mode in EVAL_MODES:
+        print(task.evaluation(mode, rng, 1)[0])
