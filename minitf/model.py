@@ -169,9 +169,11 @@ class Transformer(nn.Module):
             bad = int(tokens.max()) if int(tokens.max()) >= self.cfg.vocab_size else int(tokens.min())
             raise InputError(f"token id {bad} is out of vocab (valid ids are 0..{self.cfg.vocab_size - 1})")
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (batch, seq) int → logits (batch, seq, vocab)."""
-        self.check_tokens(tokens)
+    def forward(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """tokens (batch, seq) int → logits (batch, seq, vocab). ``check=False`` skips the input
+        checks (for callers that validated already, e.g. a vmapped ensemble)."""
+        if check:
+            self.check_tokens(tokens)
         resid = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             positions = torch.arange(tokens.shape[1], device=tokens.device)

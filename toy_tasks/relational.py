@@ -91,7 +91,7 @@ class RelationalTask:
     # training mix (fractions of each batch) and the length of each phase-2 run
     episode_fraction: float = 0.7  # phase 1: episodes vs fixed-world documents
     new_fact_fraction: float = 0.5  # phase 2: new-fact documents; the rest replays phase 1's mix
-    phase2_steps: int = 300
+    phase2_steps: int = 200
 
     def validate(self):
         wanted = self.split_list()

@@ -85,12 +85,13 @@ class RelationalExperiment(Experiment):
         return RelationalTask(splits=self.splits)
 
     def default_model(self, task) -> ModelConfig:
-        # science.md §1's best measured recipe: attention-only, d_model 64, 4 heads, conv 4.
-        return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0, conv_kernel=4,
+        # science.md §1's recipe (attention-only, 4 heads, conv 4) at d_model 128: measured on the
+        # reversal split at 600 steps, in-context reversal top-1 0.605 vs 0.36 at d_model 64.
+        return ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=0, conv_kernel=4,
                            vocab_size=len(self.vocab(task)), n_ctx=task.max_seq_len())
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=1500, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
+        return TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
                            checkpoint_every=500, log_every=25)
 
     def max_seq_len(self, task) -> int:

@@ -1,0 +1,196 @@
+"""CPU training-step benchmark: minitf vs a plain reference GPT with the same shapes.
+
+The reference is the textbook implementation a user would write (fused QKV linear, SDPA,
+GELU MLP, pre-LN, AdamW). Both train on the same batches; rounds are interleaved and the
+median step time of each is reported, so machine noise hits both alike. Prints tokens/s,
+their ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS, and writes
+bench/results/train_step-cpu.json.
+
+    python bench/train_step.py [--rounds 5] [--steps 20]
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from minitf.config import ModelConfig, TrainConfig  # noqa: E402
+from minitf.data import Batch  # noqa: E402
+from minitf.model import Transformer  # noqa: E402
+from minitf.trainer import make_optimizer, masked_loss  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+CONFIGS = {  # name: (layers, d_model, heads, ctx, vocab, batch, d_mlp)
+    "S": (2, 64, 4, 64, 256, 32, 256),
+    "M": (2, 128, 4, 128, 512, 32, 512),
+    "S_attn_only": (2, 64, 4, 64, 256, 32, 0),
+}
+
+
+class ReferenceBlock(nn.Module):
+    def __init__(self, d, heads, d_mlp):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.qkv, self.proj = nn.LayerNorm(d), nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d_mlp), nn.GELU(), nn.Linear(d_mlp, d)) if d_mlp else None
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(x) if self.mlp is not None else x
+
+
+class ReferenceGPT(nn.Module):
+    def __init__(self, layers, d, heads, ctx, vocab, d_mlp):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, d), nn.Embedding(ctx, d)
+        self.blocks = nn.ModuleList(ReferenceBlock(d, heads, d_mlp) for _ in range(layers))
+        self.ln_f, self.head = nn.LayerNorm(d), nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx):
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def flops_per_token(layers, d, ctx, vocab, d_mlp) -> float:
+    """Training FLOPs per token: 6 × (matmul params) + attention scores/values (Kaplan et al.)."""
+    params = layers * (4 * d * d + 2 * d * d_mlp) + d * vocab
+    return 6 * params + 6 * layers * ctx * d  # causal attention: 2·(QKᵀ + PV)·½ × 3 for fwd+bwd
+
+
+def make_pair(name):
+    layers, d, heads, ctx, vocab, batch, d_mlp = CONFIGS[name]
+    torch.manual_seed(0)
+    ours = Transformer(ModelConfig(n_layers=layers, d_model=d, n_heads=heads, d_head=d // heads, d_mlp=d_mlp,
+                                   vocab_size=vocab, n_ctx=ctx, attn_impl="sdpa"))
+    ref = ReferenceGPT(layers, d, heads, ctx, vocab, d_mlp)
+    cfg = TrainConfig(lr=1e-3)
+    ours_opt = make_optimizer(ours, cfg)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.01)
+    return (ours, ours_opt), (ref, ref_opt), (layers, d, ctx, vocab, batch, d_mlp)
+
+
+def step_ours(model, opt, batch):
+    loss = masked_loss(model(batch.inputs), batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def step_ref(model, opt, batch):
+    logits = model(batch.inputs)
+    loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def time_steps(fn, model, opt, batches) -> float:
+    start = time.perf_counter()
+    for b in batches:
+        fn(model, opt, b)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def bench_config(name, rounds, steps) -> dict:
+    (ours, ours_opt), (ref, ref_opt), (layers, d, ctx, vocab, batch, d_mlp) = make_pair(name)
+    gen = torch.Generator().manual_seed(1)
+    batches = []
+    for _ in range(steps):
+        ids = torch.randint(0, vocab, (batch, ctx + 1), generator=gen)
+        batches.append(Batch(ids[:, :-1], ids[:, 1:], torch.ones(batch, ctx)))
+    for fn, m, o in ((step_ours, ours, ours_opt), (step_ref, ref, ref_opt)):
+        time_steps(fn, m, o, batches[:3])  # warm-up
+    ours_t, ref_t = [], []
+    for _ in range(rounds):  # interleaved so drift in machine load affects both
+        ours_t.append(time_steps(step_ours, ours, ours_opt, batches))
+        ref_t.append(time_steps(step_ref, ref, ref_opt, batches))
+    tokens = batch * ctx
+    ours_tps, ref_tps = tokens / statistics.median(ours_t), tokens / statistics.median(ref_t)
+    fpt = flops_per_token(layers, d, ctx, vocab, d_mlp)
+    return {"config": dict(zip(("layers", "d_model", "ctx", "vocab", "batch", "d_mlp"), (layers, d, ctx, vocab, batch, d_mlp))),
+            "minitf_tokens_per_s": ours_tps, "reference_tokens_per_s": ref_tps, "ratio": ours_tps / ref_tps,
+            "flops_per_token": fpt, "minitf_gflops": ours_tps * fpt / 1e9, "reference_gflops": ref_tps * fpt / 1e9}
+
+
+def bench_ensemble(rounds, steps, members=8) -> dict:
+    """Aggregate model-tokens/s of a K-member ensemble ÷ that of K sequential single runs (config S)."""
+    from minitf.ensemble import Ensemble, train_ensemble
+
+    layers, d, heads, ctx, vocab, batch, d_mlp = CONFIGS["S"]
+    cfg = ModelConfig(n_layers=layers, d_model=d, n_heads=heads, d_head=d // heads, d_mlp=d_mlp, vocab_size=vocab,
+                      n_ctx=ctx)
+
+    def make(seed):
+        torch.manual_seed(seed)
+        return Transformer(cfg)
+
+    gen = torch.Generator().manual_seed(2)
+    streams = []
+    for _ in range(members):
+        ids = [torch.randint(0, vocab, (batch, ctx + 1), generator=gen) for _ in range(steps)]
+        streams.append([Batch(x[:, :-1], x[:, 1:], torch.ones(batch, ctx)) for x in ids])
+    train_cfg = TrainConfig(steps=steps, lr=1e-3, warmup=1)
+    single = make(0)
+    single_opt = make_optimizer(single, train_cfg)
+    ens_t, single_t = [], []
+    for r in range(rounds + 1):  # round 0 warms up
+        ensemble = Ensemble(make, list(range(members)))
+        start = time.perf_counter()
+        train_ensemble(ensemble, train_cfg, [lambda step, s=s: s[step] for s in streams])
+        ens = (time.perf_counter() - start) / steps
+        one = time_steps(step_ours, single, single_opt, streams[0])
+        if r:
+            ens_t.append(ens)
+            single_t.append(one)
+    tokens = batch * ctx
+    ens_tps = members * tokens / statistics.median(ens_t)
+    seq_tps = tokens / statistics.median(single_t)  # K sequential runs: same aggregate rate as one
+    return {"members": members, "ensemble_model_tokens_per_s": ens_tps, "sequential_model_tokens_per_s": seq_tps,
+            "ratio": ens_tps / seq_tps}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    for name in CONFIGS:
+        r = bench_config(name, args.rounds, args.steps)
+        results[name] = r
+        results[f"ratio_{name}"] = r["ratio"]
+        print(f"{name:<12} minitf {r['minitf_tokens_per_s']:>9,.0f} tok/s  reference {r['reference_tokens_per_s']:>9,.0f} "
+              f"tok/s  ratio {r['ratio']:.2f}  ({r['flops_per_token'] / 1e6:.2f} MFLOP/token, minitf "
+              f"{r['minitf_gflops']:.1f} GFLOP/s)", flush=True)
+    e = bench_ensemble(args.rounds, args.steps)
+    results["ensemble_S_K8"] = e
+    results["ensemble_ratio_K8"] = e["ratio"]
+    print(f"ensemble K=8 (S): {e['ensemble_model_tokens_per_s']:,.0f} model-tok/s vs 8 sequential runs "
+          f"{e['sequential_model_tokens_per_s']:,.0f}: ratio {e['ratio']:.2f}", flush=True)
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
+    if not args.no_write:
+        os.makedirs(RESULTS, exist_ok=True)
+        with open(os.path.join(RESULTS, "train_step-cpu.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        print("wrote bench/results/train_step-cpu.json")
+
+
+if __name__ == "__main__":
+    main()
