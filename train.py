@@ -10,6 +10,7 @@ import sys
 from minitf.checkpoint import read_run_config
 from minitf.errors import MinitfError
 from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, run_experiment
+from minitf.experiments.base import run_seeds
 
 
 def parse_args(argv):
@@ -27,6 +28,8 @@ def parse_args(argv):
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run with its own saved experiment and config")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="run N seeds (from --seed) and report means with 95%% intervals over seeds")
     parser.add_argument("--sweep", action="store_true",
                         help="run the experiment's parameter grid (bursty: p_bursty x n_classes) into --out")
     parser.add_argument("--overwrite", action="store_true",
@@ -52,6 +55,11 @@ def main(argv=None) -> int:
                 raise MinitfErrorCLI(f"experiment {name!r} has no --sweep; bursty has one")
             experiment.sweep(args.out or os.path.join("runs", name, "sweep"), args.seed, args.overrides,
                              args.overwrite)
+        elif args.seeds is not None:
+            if args.seeds < 2 or args.resume:
+                raise MinitfErrorCLI("--seeds needs N >= 2 and cannot be combined with --resume")
+            run_seeds(experiment, args.seeds, out=args.out, seed=args.seed, overrides=args.overrides,
+                      device=args.device, overwrite=args.overwrite)
         else:
             run_experiment(experiment, out=args.out, seed=args.seed, overrides=args.overrides,
                            device=args.device, overwrite=args.overwrite, resume=args.resume)

@@ -69,3 +69,23 @@ def test_resume_continues_a_finished_or_partial_run(tmp_path):
     assert r.returncode == 0, r.stderr
     after = json.loads((out / "report.json").read_text())
     assert after["loss_second_repeat"] == before["loss_second_repeat"]
+
+
+def test_seeds_merges_results_over_seeds():
+    from minitf.experiments.base import _merge
+
+    runs = [{"c": {"s": {"acc": a, "ci95": [0, 1], "chance": 0.5, "n": 10}}} for a in (0.6, 0.7, 0.8)]
+    merged = _merge(runs)["c"]["s"]
+    assert merged["acc"] == pytest.approx(0.7) and merged["n"] == 30 and merged["per_seed"] == [0.6, 0.7, 0.8]
+    # t(0.975, df=2) = 4.303, sd = 0.1: half-width 4.303 · 0.1 / √3
+    assert merged["ci95"][1] - 0.7 == pytest.approx(4.303 * 0.1 / 3 ** 0.5, abs=1e-6)
+
+
+def test_seeds_flag_runs_each_seed(tmp_path):
+    out = tmp_path / "multi"
+    r = cli("bursty", "--seeds", "2", "--out", str(out), "--set", "steps=3", "--set", "eval_every=0",
+            "--set", "n_classes=8", "--set", "n_holdout=4")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["seeds"] == [0, 1] and (out / "seed0" / "report.json").exists() and (out / "seed1").exists()
+    assert len(report["results"]["icl"]["per_seed"]) == 2

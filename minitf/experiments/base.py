@@ -208,3 +208,46 @@ def describe_architecture(cfg: ModelConfig) -> str:
     conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
     return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
             f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}")
+
+
+T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+
+
+def run_seeds(experiment: Experiment, n_seeds: int, out: str | None = None, seed: int | None = None,
+              overrides: list[str] = (), device: str | None = None, overwrite: bool = False) -> dict:
+    """Run ``n_seeds`` seeds into ``out/seed<N>`` and write ``out/report.json`` with, for every
+    result record, the mean accuracy over seeds and a 95% t-interval over seeds."""
+    from minitf.fileio import atomic_write_json
+    from minitf.report import format_table
+
+    first = 0 if seed is None else seed
+    out = out or os.path.join("runs", experiment.name, f"seeds{first}-{first + n_seeds - 1}")
+    reports = [run_experiment(experiment, out=os.path.join(out, f"seed{s}"), seed=s, overrides=overrides,
+                              device=device, overwrite=overwrite) for s in range(first, first + n_seeds)]
+    merged = _merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
+    report = {"experiment": experiment.name, "seeds": list(range(first, first + n_seeds)),
+              "architecture": reports[0]["architecture"], "results": merged,
+              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports)}
+    atomic_write_json(os.path.join(out, "report.json"), report)
+    rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in _flatten(merged)]
+    print(format_table(["result", f"mean over {n_seeds} seeds ± 95% CI half-width"], rows))
+    print(f"\nseed runs and the merged report.json are in {out}")
+    return report
+
+
+def _merge(results: list):
+    """Nested dicts of {"acc", "ci95", "chance", "n"} records → one record per leaf over seeds."""
+    first = results[0]
+    if isinstance(first, dict) and "acc" in first:
+        accs = np.array([r["acc"] for r in results])
+        mean = float(accs.mean())
+        half = T_975.get(len(accs), 1.96) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
+        return {"acc": mean, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "chance": first["chance"],
+                "n": int(sum(r["n"] for r in results)), "per_seed": accs.tolist()}
+    return {k: _merge([r[k] for r in results]) for k in first if all(k in r for r in results)}
+
+
+def _flatten(tree, prefix=""):
+    if isinstance(tree, dict) and "acc" in tree:
+        return [(prefix, tree)]
+    return [item for k, v in tree.items() for item in _flatten(v, f"{prefix}.{k}" if prefix else k)]
