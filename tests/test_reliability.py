@@ -108,3 +108,29 @@ def test_resume_errors_are_one_line(tmp_path, reference):
     r = start(["--resume", str(broken)])
     _, err = r.communicate(timeout=120)
     assert r.returncode == 2 and "corrupt or truncated" in err and len(err.strip().splitlines()) == 1
+
+
+TINY_HEADLINE = ["headline", "--seed", "1", "--set", "n_entities=75", "--set", "n_fixed_entities=12", "--set",
+                 "n_fixed_facts=10", "--set", "n_new_facts=20", "--set", "n_chain_entities=20", "--set", "d_model=32",
+                 "--set", "d_head=8", "--set", "steps=20", "--set", "phase2_steps=8", "--set", "checkpoint_every=5",
+                 "--set", "eval_every=10", "--set", "log_every=1", "--set", "batch_size=8"]
+
+
+@pytest.mark.slow
+def test_multi_phase_run_resumes_exactly(tmp_path):
+    """Killed in a later phase (phase 1 and phase2 done), the resumed headline reports the same numbers."""
+    ref = str(tmp_path / "ref")
+    p = start([*TINY_HEADLINE, "--out", ref])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    # writes: config, vocab, 4×2 phase-1 checkpoints, phase-1 end (3), phase2 end (3), then phase2_oracle
+    out = str(tmp_path / "run")
+    p = start([*TINY_HEADLINE, "--out", out], {"MINITF_KILL_AT_WRITE": "16"})
+    assert p.wait(timeout=300) == -signal.SIGKILL
+    state = checkpoint.load_trainer_state(os.path.join(out, checkpoint.TRAINER_STATE))
+    assert "phase1" in state["phases_done"] and state["phase"] != "phase1"
+    r = start(["--resume", out])
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    a = json.load(open(os.path.join(ref, "report.json")))
+    b = json.load(open(os.path.join(out, "report.json")))
+    assert a["results"] == b["results"] and a["self_generation"] == b["self_generation"]
+    assert [x for x in losses(out)] == [x for x in losses(ref)]

@@ -100,9 +100,12 @@ class RelationalTask:
         if not 1 <= self.n_relations <= len(RELATION_PAIRS):
             raise ValueError(f"n_relations must be in 1..{len(RELATION_PAIRS)} (got {self.n_relations})")
         held_out = self.n_entities - self.n_fixed_entities - self.n_chain_entities
-        if held_out < 20 or self.n_fixed_entities < 10 or self.n_chain_entities < 12:
-            raise ValueError("n_entities must leave >= 10 fixed, >= 12 chain and >= 20 held-out entities "
+        # ≥ 20 chain entities give ≥ 4 root categories, so 4-way candidates exist for every query
+        if held_out < 20 or self.n_fixed_entities < 10 or self.n_chain_entities < 20:
+            raise ValueError("n_entities must leave >= 10 fixed, >= 20 chain and >= 20 held-out entities "
                              f"(got {self.n_fixed_entities} fixed, {self.n_chain_entities} chain, {held_out} held out)")
+        if self.n_fixed_facts < 4 or self.n_new_facts < 4:
+            raise ValueError("n_fixed_facts and n_new_facts must be >= 4 (4-way candidates)")
         if not 1 <= self.min_facts <= self.max_facts:
             raise ValueError(f"need 1 <= min_facts <= max_facts (got {self.min_facts}, {self.max_facts})")
         if not (0 < self.episode_fraction < 1 and 0 < self.new_fact_fraction < 1):
