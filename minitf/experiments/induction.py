@@ -32,7 +32,7 @@ class InductionExperiment(Experiment):
                            vocab_size=len(self.vocab(task)), n_ctx=task.seq_len - 1)
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=1000, batch_size=32, lr=3e-3, warmup=50, eval_every=50, checkpoint_every=250)
+        return TrainConfig(steps=3000, batch_size=32, lr=3e-3, warmup=50, eval_every=100, checkpoint_every=500)
 
     def max_seq_len(self, task) -> int:
         return task.seq_len
@@ -63,9 +63,14 @@ class InductionExperiment(Experiment):
         top = top_head(scores["prefix_matching"], min_layer=1)
         ablation = None
         if top is not None:
+            # induction heads are redundant (several form): ablate every layer ≥ 1 head with
+            # prefix-matching > 0.5, or the top one if none passes
+            heads = [[layer, h] for layer, row in enumerate(scores["prefix_matching"]) if layer >= 1
+                     for h, v in enumerate(row) if v > 0.5] or [top]
+
             def second_repeat_loss(m):
                 return per_position_loss(m, eval_batch)[second].mean().item()
-            ablation = ablation_effect(model, [top], second_repeat_loss)
+            ablation = ablation_effect(model, [tuple(h) for h in heads], second_repeat_loss)
         return {**final, "phase_change_step": phase_step, "scores_at_phase_change": at_phase,
                 "top_induction_head": top, "top_previous_token_head": top_head(scores["previous_token"]),
                 "ablation": ablation}
@@ -89,8 +94,8 @@ class InductionExperiment(Experiment):
         out.append(f"phase change at step {report['phase_change_step']}")
         if report["ablation"]:
             a = report["ablation"]
-            out.append(f"ablating induction head L{a['heads'][0][0]}H{a['heads'][0][1]}: second-repeat loss "
-                       f"{a['base']:.3f} → {a['ablated']:.3f}")
+            names = ", ".join(f"L{layer}H{h}" for layer, h in a["heads"])
+            out.append(f"ablating induction heads {names}: second-repeat loss {a['base']:.3f} → {a['ablated']:.3f}")
         return "\n\n".join(out)
 
 
