@@ -94,7 +94,7 @@ def test_ablation_and_patching_change_what_they_should():
         assert not torch.allclose(model(tokens), base)
     with pytest.raises(ValueError, match="does not exist"):
         with ablate_heads(model, [(5, 0)]):
-            pass
+            model(tokens)
     effect = ablation_effect(model, [(1, 1)], lambda m: m(tokens).square().mean().item())
     assert effect["delta"] == pytest.approx(effect["ablated"] - effect["base"])
     # patching a clean run's residual into a corrupted run restores the clean output exactly

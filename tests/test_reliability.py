@@ -59,7 +59,8 @@ def wait_for_step(out, step, proc, timeout=120):
             if any(s >= step for s, _ in losses(out)):
                 return
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
-            pass
+            time.sleep(0.01)  # not written yet, or a line caught mid-write: look again
+            continue
         time.sleep(0.01)
 
 
