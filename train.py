@@ -28,6 +28,8 @@ def parse_args(argv):
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run with its own saved experiment and config")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--skip-nonfinite", type=int, default=None, metavar="N",
+                        help="skip (no update) up to N steps whose loss or gradients are NaN/inf before stopping")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="run N seeds (from --seed) and report means with 95%% intervals over seeds")
     parser.add_argument("--sweep", action="store_true",
@@ -39,6 +41,8 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.skip_nonfinite is not None:
+        args.overrides.append(f"skip_nonfinite={args.skip_nonfinite}")
     try:
         name = args.experiment
         if args.resume:

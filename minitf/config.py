@@ -76,13 +76,14 @@ class TrainConfig:
     checkpoint_every: int = 200  # 0 = only at the end
     log_every: int = 10
     device: str = "cpu"
+    skip_nonfinite: int = 0  # steps with NaN/inf loss or gradients to skip (no update) before stopping
 
     def validate(self) -> "TrainConfig":
         problems = []
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        for name in ("warmup", "eval_every", "checkpoint_every", "weight_decay", "grad_clip"):
+        for name in ("warmup", "eval_every", "checkpoint_every", "weight_decay", "grad_clip", "skip_nonfinite"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
         if self.log_every < 1:

@@ -68,6 +68,7 @@ class Trainer:
         self.step = 0
         self.losses: dict[int, float] = {}
         self.last_checkpoint_step: int | None = None
+        self.skipped: list[int] = []  # steps skipped for non-finite values (--skip-nonfinite)
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -144,7 +145,14 @@ class Trainer:
                          if cfg.grad_clip > 0 else torch.zeros(()))
             loss_value = loss.item()
             if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
-                self._stop_nonfinite(loss_value)
+                if len(self.skipped) >= cfg.skip_nonfinite:
+                    self._stop_nonfinite(loss_value)
+                self.skipped.append(self.step + 1)  # no update from this batch; the step still counts
+                self.log({"step": self.step + 1, "skipped_nonfinite": loss_value})
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                bar.update(1)
+                continue
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -176,6 +184,8 @@ class Trainer:
     def _stop_nonfinite(self, loss_value: float) -> None:
         where = (f"the last good checkpoint is step {self.last_checkpoint_step} in {self.state_path}"
                  if self.last_checkpoint_step is not None else "no checkpoint was written yet")
+        skipped = f" (after skipping steps {self.skipped})" if self.skipped else ""
         raise NonFiniteLossError(
             f"non-finite loss or gradient ({loss_value}) at step {self.step + 1} of phase "
-            f"'{self.phase}'; {where}. Lower lr or raise warmup, then start again or --resume")
+            f"'{self.phase}'{skipped}; {where}. Lower lr or raise warmup, then start again or --resume; "
+            f"--skip-nonfinite N skips up to N such steps")

@@ -121,3 +121,21 @@ def test_nonfinite_loss_stops_with_step_and_checkpoint(tmp_path):
     state = checkpoint.load_trainer_state(tmp_path / checkpoint.TRAINER_STATE)
     assert state["step"] == 4
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_skip_nonfinite_skips_then_stops(tmp_path):
+    model, trainer = make(tmp_path, 8, skip_nonfinite=2)
+    real = trainer.batch_fn
+    bad_steps = {3, 5, 7}
+
+    def poisoned(step):
+        batch = real(step)
+        if step + 1 in bad_steps:  # a corrupt batch: the mask is NaN, so the loss is NaN
+            batch.mask = batch.mask * float("nan")
+        return batch
+
+    trainer.batch_fn = poisoned
+    with pytest.raises(NonFiniteLossError, match=r"at step 7 .*after skipping steps \[3, 5\]"):
+        trainer.fit()
+    assert trainer.skipped == [3, 5]
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # skipped steps changed nothing
