@@ -144,21 +144,18 @@ class Trainer:
             grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                          if cfg.grad_clip > 0 else torch.zeros(()))
             loss_value = loss.item()
-            if not (math.isfinite(loss_value) and math.isfinite(float(grad_norm))):
+            if math.isfinite(loss_value) and math.isfinite(float(grad_norm)):
+                self.optimizer.step()
+                self.losses[self.step + 1] = loss_value
+            else:  # no update from this batch; the step still counts, so evals/checkpoints keep their schedule
                 if len(self.skipped) >= cfg.skip_nonfinite:
                     self._stop_nonfinite(loss_value)
-                self.skipped.append(self.step + 1)  # no update from this batch; the step still counts
+                self.skipped.append(self.step + 1)
                 self.log({"step": self.step + 1, "skipped_nonfinite": loss_value})
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                bar.update(1)
-                continue
-            self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            self.losses[self.step] = loss_value
             tokens_seen += batch.inputs.numel()
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+            if (self.step % cfg.log_every == 0 or self.step == cfg.steps) and self.step in self.losses:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")

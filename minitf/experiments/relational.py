@@ -118,7 +118,7 @@ class RelationalExperiment(Experiment):
         phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
         results = {"in_context": qset.evaluate(model.eval(), "in_context")}
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
-        induction = induction_section(model, world, ctx, qset)
+        induction = induction_section(model, world, ctx, qset, results["in_context"])
         generated, gen_stats = self_generated(model, world, ctx.vocab)
 
         phase2_cfg = dataclasses.replace(ctx.train_cfg, steps=task.phase2_steps, warmup=20,
@@ -172,7 +172,7 @@ def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def induction_section(model, world, ctx, qset, n_heads: int = 2) -> dict:
+def induction_section(model, world, ctx, qset, in_context: dict, n_heads: int = 2) -> dict:
     """Which heads of the phase-1 model are induction heads (prefix-matching on repeated random
     entity tokens), and in-context accuracy with them ablated vs as many random heads ablated."""
     cfg = model.cfg
@@ -191,7 +191,7 @@ def induction_section(model, world, ctx, qset, n_heads: int = 2) -> dict:
     def metric(m):
         return qset.evaluate(m, "in_context")[split]["acc"]
 
-    out = {"scores": scores, "heads": heads, "split": f"in_context {split}", "base": metric(model)}
+    out = {"scores": scores, "heads": heads, "split": f"in_context {split}", "base": in_context[split]["acc"]}
     with ablate_heads(model, [tuple(h) for h in heads]):
         out["ablated"] = metric(model)
     with ablate_heads(model, [tuple(h) for h in random_heads]):
@@ -215,9 +215,8 @@ def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
     examples = [Example(tokens=p + [p[-1]], scored=[len(p)], answer_pos=len(p)) for p, _ in prompts]
     lp = answer_logprobs(model, examples, vocab)
     generated, correct, entity_set = [], 0, set(world.entities)
-    truth = [f.reversed() for f in world.new_facts] + [Fact(q.prompt[1], q.prompt[0], q.answer)
-                                                       for q in world.queries["syllogism"]]
-    for (_, (x, rel)), row, true in zip(prompts, lp, truth):
+    # oracle_augmentation() lists the true inferences in the same order as the prompts
+    for (_, (x, rel)), row, true in zip(prompts, lp, world.oracle_augmentation()):
         token = vocab.tokens[int(row.argmax())]
         if token in entity_set:
             generated.append(Fact(x, rel, token))
