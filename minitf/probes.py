@@ -82,9 +82,10 @@ def copying_score(model) -> np.ndarray:
     return scores
 
 
-def icl_score(model, batch: Batch, early: int, late: int, window: int = 2) -> float:
-    """Mean loss around target index ``late`` minus around ``early`` (nats)."""
-    losses = per_position_loss(model, batch)
+def icl_score(model, batch: Batch, early: int, late: int, window: int = 2, losses=None) -> float:
+    """Mean loss around target index ``late`` minus around ``early`` (nats). Pass ``losses``
+    (from ``per_position_loss``) when they are already computed, to skip the forward pass."""
+    losses = per_position_loss(model, batch) if losses is None else losses
     around = lambda i: losses[max(0, i - window): i + window + 1].mean().item()  # noqa: E731
     return around(late) - around(early)
 

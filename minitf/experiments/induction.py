@@ -51,7 +51,7 @@ class InductionExperiment(Experiment):
             return {"loss_first_repeat": losses[first].mean().item(),
                     "loss_second_repeat": losses[second].mean().item(),
                     "icl_score": icl_score(model, eval_batch, early=first[len(first) // 2],
-                                           late=second[len(second) // 2]),
+                                           late=second[len(second) // 2], losses=losses),
                     "scores": all_scores(model, probe_tokens[:, :-1], task.segment_len, start=1)}
 
         model = ctx.new_model()
