@@ -6,7 +6,6 @@ user never has to say which config a key belongs to. Validation collects one cle
 message per problem and raises them together before any work starts.
 """
 import dataclasses
-import json
 import typing
 from dataclasses import dataclass
 

@@ -28,7 +28,7 @@ from minitf.data import collate
 from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
 from minitf.experiments.base import Experiment, RunContext
-from minitf.report import format_table
+from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.relational import Fact, RelationalTask
 
@@ -230,20 +230,7 @@ def plot_results(run_dir: str, report: dict) -> str:
     results = report["results"]
     splits = [s for s in results["in_weights"] if not s.startswith("forward")]
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
-    width = 0.8 / len(CONDITIONS)
-    for i, cond in enumerate(CONDITIONS):
-        vals = [results[cond].get(s, {}).get("acc", 0.0) for s in splits]
-        cis = [results[cond].get(s, {}).get("ci95", [v, v]) for v, s in zip(vals, splits)]
-        errs = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
-        ax.bar(np.arange(len(splits)) + i * width, vals, width, yerr=errs, label=cond, capsize=2)
-    for j, s in enumerate(splits):
-        ax.hlines(results["in_weights"][s]["chance"], j - width / 2, j + 0.8 - width / 2, colors="k",
-                  linestyles="dotted")
-    ax.set_xticks(np.arange(len(splits)) + 0.4 - width / 2, splits, rotation=20)
-    ax.set_ylabel("accuracy (dotted: chance)")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(report["architecture"], fontsize=9)
-    ax.legend(fontsize=7, ncol=3)
+    plot_condition_bars(ax, results, CONDITIONS, splits, report["architecture"])
     fig.tight_layout()
     path = os.path.join(run_dir, "results.png")
     fig.savefig(path, dpi=100)
