@@ -11,6 +11,7 @@ from minitf.checkpoint import read_run_config
 from minitf.errors import MinitfError
 from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS, run_experiment
 from minitf.experiments.base import run_seeds
+from minitf.experiments.ensemble_runs import run_ensemble
 
 
 def parse_args(argv):
@@ -32,6 +33,9 @@ def parse_args(argv):
                         help="skip (no update) up to N steps whose loss or gradients are NaN/inf before stopping")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="run N seeds (from --seed) and report means with 95%% intervals over seeds")
+    parser.add_argument("--ensemble", type=int, default=None, metavar="K",
+                        help="train K seeds (from --seed) in one process as one batched computation; "
+                             "one run folder per member, plus their mean")
     parser.add_argument("--sweep", action="store_true",
                         help="run the experiment's parameter grid (bursty: p_bursty x n_classes) into --out")
     parser.add_argument("--overwrite", action="store_true",
@@ -59,6 +63,12 @@ def main(argv=None) -> int:
                 raise MinitfErrorCLI(f"experiment {name!r} has no --sweep; bursty has one")
             experiment.sweep(args.out or os.path.join("runs", name, "sweep"), args.seed, args.overrides,
                              args.overwrite)
+        elif args.ensemble is not None:
+            if args.resume or args.seeds is not None:
+                raise MinitfErrorCLI("--ensemble cannot be combined with --resume or --seeds; "
+                                     "resume a member with --resume OUT/seed<N>")
+            run_ensemble(experiment, args.ensemble, out=args.out, seed=args.seed, overrides=args.overrides,
+                         device=args.device, overwrite=args.overwrite)
         elif args.seeds is not None:
             if args.seeds < 2 or args.resume:
                 raise MinitfErrorCLI("--seeds needs N >= 2 and cannot be combined with --resume")

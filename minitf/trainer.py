@@ -165,10 +165,14 @@ class Trainer:
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint(phases_done)
         bar.close()
+        self.finish(phases_done)
+
+    def finish(self, phases_done: list[str]) -> None:
+        """End of phase: the final evaluation, the phase's weights, and a checkpoint marking it done."""
         if self.evaluate:
             self.run_eval()
-        checkpoint.save_weights(model, self.phase_weights_path(self.phase))
-        self.save_checkpoint(phases_done + [self.phase])
+        checkpoint.save_weights(self.model, self.phase_weights_path(self.phase))
+        self.save_checkpoint(list(phases_done) + [self.phase])
 
     def run_eval(self) -> dict:
         self.model.eval()

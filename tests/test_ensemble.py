@@ -42,3 +42,32 @@ def test_members_match_single_runs(tmp_path):
         torch.testing.assert_close(per_position_loss(member, eval_batch), per_position_loss(model.eval(), eval_batch),
                                    atol=1e-3, rtol=0)
     assert history[0] != history[1]  # members are really independent
+
+
+def test_ensemble_cli_members_are_ordinary_runs_matching_single_runs(tmp_path):
+    """`train.py bursty --ensemble 2`: per-member run folders whose losses (every step) and final
+    evaluation equal a plain run with that seed; a member resumes and loads like any run."""
+    import json
+
+    import minitf
+    from minitf.experiments import EXPERIMENTS, run_experiment
+    from minitf.experiments.ensemble_runs import run_ensemble
+
+    over = ["steps=40", "log_every=1", "eval_every=20", "n_classes=32", "d_model=32", "d_head=8"]
+    bursty = EXPERIMENTS["bursty"]
+    merged = run_ensemble(bursty, 2, out=str(tmp_path / "ens"), seed=3, overrides=over)
+    single = run_experiment(bursty, out=str(tmp_path / "single"), seed=4, overrides=over, quiet=True)
+    member = json.loads((tmp_path / "ens" / "seed4" / "report.json").read_text())
+
+    def losses(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    np.testing.assert_allclose(losses(tmp_path / "ens" / "seed4"), losses(tmp_path / "single"), atol=1e-4, rtol=0)
+    assert len(losses(tmp_path / "single")) == 40
+    for mode, res in single["results"].items():  # same accuracy, up to one borderline example per mode
+        assert abs(member["results"][mode]["acc"] - res["acc"]) <= 1 / res["n"] + 1e-9, mode
+    assert merged["seeds"] == [3, 4] and merged["results"]["icl"]["per_seed"][1] == member["results"]["icl"]["acc"]
+    assert losses(tmp_path / "ens" / "seed3") != losses(tmp_path / "ens" / "seed4")
+    model, vocab = minitf.load(str(tmp_path / "ens" / "seed4"))  # a member loads like any run
+    assert model.cfg.d_model == 32

@@ -105,7 +105,7 @@ class Hierarchy:
 
 
 def build_tree(names: list[str], n_roots: int, branching: int, depth: int) -> tuple[dict, list[list[str]]]:
-    names, parent, levels = list(names), {}, [[]]
+    names, parent, levels = [str(n) for n in names], {}, [[]]
     for _ in range(n_roots):
         levels[0].append(names.pop())
         parent[levels[0][-1]] = None

@@ -134,15 +134,18 @@ class SemanticWorld:
                 if not is_stated:
                     self.inherited[c].append((rel, own[rel][a][j]))
                     continue
-                obj = own[rel][a][j] if structured else self._random_objects(shuffle, rel, c, 1)[0]
-                stated[rel].setdefault(c, []).append(obj)
+                mine = stated[rel].setdefault(c, [])
+                mine.append(own[rel][a][j] if structured else self._random_objects(shuffle, rel, c, 1, mine)[0])
         self.tree = Hierarchy(parent, {rel: {c: list(dict.fromkeys(o)) for c, o in d.items()}
                                        for rel, d in stated.items()})
         self._truth = {}
         self._select_tests(np.random.default_rng([seed, 3]))
 
-    def _random_objects(self, rng, rel, c, n) -> list[str]:
-        pool = self.property_pool if rel == "has" else [o for o in self.category_pool if o != c]
+    def _random_objects(self, rng, rel, c, n, avoid=()) -> list[str]:
+        # objects never name a holdout category: its only trained fact is its parent
+        pool = self.property_pool if rel == "has" else [o for o in self.category_pool
+                                                        if o != c and o not in self.holdout]
+        pool = [o for o in pool if o not in avoid]
         return [str(o) for o in rng.choice(pool, n, replace=False)]
 
     # -- what is trained and what is asked ------------------------------------------------

@@ -155,40 +155,49 @@ def run_experiment(experiment: Experiment, out: str | None = None, seed: int | N
                    overrides: list[str] = (), device: str | None = None, overwrite: bool = False,
                    resume: str | None = None, quiet: bool = False) -> dict:
     """Validate everything, then run; returns the report (also written to report.json)."""
-    if resume:
-        saved = checkpoint.read_run_config(resume)
-        if saved.get("experiment") != experiment.name:
-            raise ConfigError(f"{resume} is a run of experiment {saved.get('experiment')!r}, not "
-                              f"{experiment.name!r}; resume it with `train.py --resume {resume}` alone")
-        model_cfg = from_dict(ModelConfig, saved["model"])
-        train_cfg = from_dict(TrainConfig, saved["train"])
-        task = from_dict(experiment.task_cls, saved["task"])
-        if device is not None:
-            train_cfg = dataclasses.replace(train_cfg, device=device)
-        run_dir = resume
-    else:
-        model_cfg, train_cfg, task = build_configs(experiment, list(overrides), seed, device)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = out or os.path.join("runs", experiment.name, f"seed{train_cfg.seed}-{stamp}")
+    if not resume:
+        return _execute(create_run(experiment, out, seed, overrides, device, overwrite), quiet)
+    saved = checkpoint.read_run_config(resume)
+    if saved.get("experiment") != experiment.name:
+        raise ConfigError(f"{resume} is a run of experiment {saved.get('experiment')!r}, not "
+                          f"{experiment.name!r}; resume it with `train.py --resume {resume}` alone")
+    model_cfg = from_dict(ModelConfig, saved["model"])
+    train_cfg = from_dict(TrainConfig, saved["train"])
+    task = from_dict(experiment.task_cls, saved["task"])
+    if device is not None:
+        train_cfg = dataclasses.replace(train_cfg, device=device)
+    run_dir = resume
     vocab = experiment.vocab(task)
     check_compatible(experiment, model_cfg, train_cfg, task, vocab)
-    resume_state = None
-    if resume:
-        remove_stale_temp_files(run_dir)
-        state_path = os.path.join(run_dir, checkpoint.TRAINER_STATE)
-        if os.path.exists(state_path):
-            resume_state = checkpoint.load_trainer_state(state_path)
-        else:  # killed before its first checkpoint: start over, keeping config and vocab
-            resume_state = {"phase": None, "phases_done": []}
-            for name in ("metrics.jsonl", checkpoint.WEIGHTS):
-                if os.path.exists(os.path.join(run_dir, name)):
-                    os.unlink(os.path.join(run_dir, name))
-    else:
-        prepare_run_dir(run_dir, overwrite)
-        checkpoint.write_run_config(run_dir, {"experiment": experiment.name, "model": to_dict(model_cfg),
-                                              "train": to_dict(train_cfg), "task": to_dict(task)})
-        vocab.save(os.path.join(run_dir, checkpoint.VOCAB))
-    ctx = RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, resume_state)
+    remove_stale_temp_files(run_dir)
+    state_path = os.path.join(run_dir, checkpoint.TRAINER_STATE)
+    if os.path.exists(state_path):
+        resume_state = checkpoint.load_trainer_state(state_path)
+    else:  # killed before its first checkpoint: start over, keeping config and vocab
+        resume_state = {"phase": None, "phases_done": []}
+        for name in ("metrics.jsonl", checkpoint.WEIGHTS):
+            if os.path.exists(os.path.join(run_dir, name)):
+                os.unlink(os.path.join(run_dir, name))
+    return _execute(RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, resume_state), quiet)
+
+
+def create_run(experiment: Experiment, out: str | None = None, seed: int | None = None, overrides=(),
+               device: str | None = None, overwrite: bool = False) -> RunContext:
+    """Validate the configs, then make a fresh run folder with config.json and vocab.json."""
+    model_cfg, train_cfg, task = build_configs(experiment, list(overrides), seed, device)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = out or os.path.join("runs", experiment.name, f"seed{train_cfg.seed}-{stamp}")
+    vocab = experiment.vocab(task)
+    check_compatible(experiment, model_cfg, train_cfg, task, vocab)
+    prepare_run_dir(run_dir, overwrite)
+    checkpoint.write_run_config(run_dir, {"experiment": experiment.name, "model": to_dict(model_cfg),
+                                          "train": to_dict(train_cfg), "task": to_dict(task)})
+    vocab.save(os.path.join(run_dir, checkpoint.VOCAB))
+    return RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, None)
+
+
+def _execute(ctx: RunContext, quiet: bool) -> dict:
+    experiment, run_dir, model_cfg, train_cfg = ctx.experiment, ctx.run_dir, ctx.model_cfg, ctx.train_cfg
     t0 = time.perf_counter()
     report = experiment.run(ctx)
     report = {"experiment": experiment.name, "run_dir": run_dir, "seed": train_cfg.seed,
@@ -217,20 +226,25 @@ def run_seeds(experiment: Experiment, n_seeds: int, out: str | None = None, seed
               overrides: list[str] = (), device: str | None = None, overwrite: bool = False) -> dict:
     """Run ``n_seeds`` seeds into ``out/seed<N>`` and write ``out/report.json`` with, for every
     result record, the mean accuracy over seeds and a 95% t-interval over seeds."""
-    from minitf.fileio import atomic_write_json
-    from minitf.report import format_table
-
     first = 0 if seed is None else seed
     out = out or os.path.join("runs", experiment.name, f"seeds{first}-{first + n_seeds - 1}")
     reports = [run_experiment(experiment, out=os.path.join(out, f"seed{s}"), seed=s, overrides=overrides,
                               device=device, overwrite=overwrite) for s in range(first, first + n_seeds)]
+    return summarize_seeds(experiment, reports, out)
+
+
+def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None) -> dict:
+    """``out/report.json``: every result record as its mean over the seeds' reports with a 95% t-interval."""
+    from minitf.fileio import atomic_write_json
+    from minitf.report import format_table
+
     merged = _merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
-    report = {"experiment": experiment.name, "seeds": list(range(first, first + n_seeds)),
+    report = {"experiment": experiment.name, "seeds": [r["seed"] for r in reports],
               "architecture": reports[0]["architecture"], "results": merged,
-              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports)}
+              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports), **(extra or {})}
     atomic_write_json(os.path.join(out, "report.json"), report)
     rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in _flatten(merged)]
-    print(format_table(["result", f"mean over {n_seeds} seeds ± 95% CI half-width"], rows))
+    print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
     print(f"\nseed runs and the merged report.json are in {out}")
     return report
 
