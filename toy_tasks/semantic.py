@@ -44,8 +44,8 @@ class SemanticTask:
     max_queries: int = 200  # per split
     n_candidates: int = 4
     n_distractors: int = 3  # facts beside the premises in an in-context prompt
-    max_retrieved: int = 24  # trained facts put in context by retrieval (nearest hops first)
-    max_context_facts: int = 24  # in training episodes
+    max_retrieved: int = 16  # trained facts put in context by retrieval (nearest hops first)
+    max_context_facts: int = 16  # in training episodes
     queries_per_episode: int = 4
     sentences_per_doc: int = 4
     new_fact_fraction: float = 0.5  # phase 2: world documents; the rest replays episodes
@@ -248,14 +248,16 @@ class SemanticWorld:
         return [context[i] for i in rng.permutation(len(context))]
 
     def retrieve(self, query: Query, rng) -> list[tuple[Fact, int]]:
-        """Trained facts (each once, as stated) that mention the query's subject, then, for inherited
-        facts, those of the categories it is-a, hop by hop, up to max_retrieved; plus random ones."""
+        """Trained facts (each once, as stated) about the query's subject and, for inherited facts,
+        about each category above it, hop by hop: first what they state, then what mentions them,
+        up to max_retrieved; plus random trained facts."""
         trained = self.facts
-        found, frontier = [], {query.fact.x}
+        stating, mentioning, frontier = [], [], {query.fact.x}
         for _ in range(self.task.depth if query.fact.rel in ATTRIBUTES else 1):
-            hop = [f for f in trained if (f.x in frontier or f.y in frontier) and f not in found]
-            found += hop
-            frontier = {f.y for f in hop if f.rel == "is-a" and f.x in frontier}
+            stating += [f for f in trained if f.x in frontier]
+            mentioning += [f for f in trained if f.y in frontier]
+            frontier = {f.y for f in trained if f.rel == "is-a" and f.x in frontier}
+        found = list(dict.fromkeys(stating + mentioning))
         found = found[: self.task.max_retrieved]
         rest = [f for f in trained if f not in found]
         found += [rest[i] for i in rng.choice(len(rest), self.task.n_distractors, replace=False)]
