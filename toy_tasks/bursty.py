@@ -31,7 +31,7 @@ EVAL_MODES = ("icl", "iwl", "flipped", "unrelated")
 class BurstyTask:
     n_classes: int = 256  # K trained classes
     n_holdout: int = 64  # classes never seen in training (ICL evaluation)
-    exemplars: int = 2  # item tokens per class
+    exemplars: int = 1  # item tokens per class
     n_labels: int = 32  # class c's label is c mod n_labels
     zipf_alpha: float = 1.0
     burstiness: int = 3  # B: copies of the query class in a bursty context
