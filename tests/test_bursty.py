@@ -66,3 +66,39 @@ def test_bursty_run_reports_every_mode(tmp_path):
     assert report["results"]["iwl"]["chance"] == pytest.approx(1 / 32)
     assert set(report["ablation"]) >= {"heads", "icl_acc"}
     assert np.array(report["scores"]["prefix_matching"]).shape == (2, 4)
+
+
+def test_label_attention_scores_a_hand_set_induction_pattern():
+    """A head made to attend only to the labels after earlier copies of the query item scores
+    1.0; a head attending only to <bos> scores 0.0."""
+    import torch
+
+    import minitf
+    from minitf.config import ModelConfig
+    from minitf.data import Vocab
+    from minitf.experiments.bursty import label_attention
+    from minitf.model import Transformer
+
+    task = BurstyTask(n_classes=16, n_holdout=4)
+    vocab = Vocab(task.vocab_tokens())
+    examples = task.evaluation("icl", np.random.default_rng(0), 20)
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, d_mlp=0,
+                                    vocab_size=len(vocab), n_ctx=task.seq_len - 1, attn_impl="naive"))
+    target = torch.zeros(len(examples), examples[0].answer_pos)
+    for row, e in enumerate(examples):
+        for pos in range(2, e.answer_pos - 1, 2):
+            target[row, pos] = float(e.tokens[pos - 1] == e.tokens[e.answer_pos - 1])
+    target /= target.sum(-1, keepdim=True)
+
+    def set_pattern(pattern, hook=None):
+        pattern = pattern.clone()
+        pattern[:, 0, -1] = target  # head 0: induction; head 1: all on <bos>
+        pattern[:, 1, -1] = 0.0
+        pattern[:, 1, -1, 0] = 1.0
+        return pattern
+
+    with minitf.hooks(model, [("blocks.1.attn.hook_pattern", set_pattern)]):
+        scores = label_attention(model, examples, vocab)
+    assert scores[1][0] == pytest.approx(1.0, abs=1e-6)
+    assert scores[1][1] == pytest.approx(0.0, abs=1e-6)
