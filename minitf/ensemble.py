@@ -81,8 +81,7 @@ def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callabl
                             lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
     history = [[] for _ in range(len(ensemble))]
     for step in range(cfg.steps):
-        batches = [fn(step) for fn in batch_fns]
-        batch = Batch(*(torch.stack([getattr(b, f) for b in batches]) for f in ("inputs", "targets", "mask")))
+        batch = stack_batches([fn(step) for fn in batch_fns])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         losses = member_losses(ensemble.logits(batch.inputs), batch)
@@ -99,6 +98,18 @@ def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callabl
         if on_step:
             on_step(step + 1, values)
     return history
+
+
+def stack_batches(batches: list[Batch]) -> Batch:
+    """Members' batches → one (K, B, T) batch. Tasks collate to their longest sequence, so
+    members' lengths differ: shorter ones are right-padded with pad id 0 and mask 0, which
+    changes none of their losses (causal attention: later positions never affect earlier ones)."""
+    length = max(b.inputs.shape[1] for b in batches)
+
+    def pad(t):
+        return torch.nn.functional.pad(t, (0, length - t.shape[1]))
+
+    return Batch(*(torch.stack([pad(getattr(b, f)) for b in batches]) for f in ("inputs", "targets", "mask")))
 
 
 def clip_per_member(params: list[torch.Tensor], max_norm: float) -> None:

@@ -71,3 +71,21 @@ def test_ensemble_cli_members_are_ordinary_runs_matching_single_runs(tmp_path):
     assert losses(tmp_path / "ens" / "seed3") != losses(tmp_path / "ens" / "seed4")
     model, vocab = minitf.load(str(tmp_path / "ens" / "seed4"))  # a member loads like any run
     assert model.cfg.d_model == 32
+
+
+def test_members_with_batches_of_different_lengths_get_their_own_losses():
+    """Tasks collate to their longest sequence, so members' batches differ in length; padding
+    them to one length must not change any member's loss."""
+    from minitf.ensemble import member_losses, stack_batches
+    from minitf.trainer import masked_loss
+
+    ensemble = Ensemble(make, [0, 1])
+    batches = [collate(TASK.sample(np.random.default_rng([s, 0]), 4), VOCAB) for s in (0, 1)]
+    batches[1] = type(batches[1])(*(t[:, :10] for t in (batches[1].inputs, batches[1].targets, batches[1].mask)))
+    assert batches[0].inputs.shape[1] != batches[1].inputs.shape[1]
+    stacked = stack_batches(batches)
+    with torch.no_grad():
+        losses = member_losses(ensemble.logits(stacked.inputs), stacked)
+        for i, b in enumerate(batches):
+            single = masked_loss(ensemble.member(i)(b.inputs), b)
+            torch.testing.assert_close(losses[i], single, atol=1e-5, rtol=0)
