@@ -121,3 +121,26 @@ def test_augmentation_covers_reversals_rephrasings_and_inheritance(worlds):
 def test_bad_task_config_is_one_clear_error(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         build_configs(EXPERIMENTS["semantic"], [override])
+
+
+def test_corpora_do_not_depend_on_the_python_hash_seed():
+    """Same seed ⇒ same data in every process: set iteration order (which follows PYTHONHASHSEED)
+    must never decide what is drawn."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, numpy as np\n"
+            "from toy_tasks.semantic import SemanticTask\n"
+            "from toy_tasks.relational import RelationalTask\n"
+            "out = []\n"
+            "for w in SemanticTask().build_worlds(0).values():\n"
+            "    rng = np.random.default_rng(0)\n"
+            "    out += [(q, w.candidates(q, rng), w.in_context(q, rng), w.retrieve(q, rng))\n"
+            "            for qs in w.queries.values() for q in qs]\n"
+            "    out += [w.augmentation_prompts(), w.training_sentences(), w.episode(rng)]\n"
+            "r = RelationalTask().build_world(np.random.default_rng(0))\n"
+            "out += [r.episode(np.random.default_rng(1)), r.queries]\n"
+            "print(hashlib.md5(repr(out).encode()).hexdigest())\n")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**__import__("os").environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
+    assert len(digests) == 1, digests

@@ -155,14 +155,16 @@ class SemanticWorld:
         askable = [i for i, f in enumerate(facts) if f.x not in self.holdout]
         order = rng.permutation(askable)
         n_rev, n_reph = round(task.reversal_fraction * len(askable)), round(task.rephrasing_fraction * len(askable))
-        self.reversal_facts = {facts[i] for i in order[:n_rev]}
-        self.rephrasing_facts = {facts[i] for i in order[n_rev:n_rev + n_reph]}
+        # lists in fact order (never iterate a set of strings: its order changes with PYTHONHASHSEED)
+        reversal = [facts[i] for i in sorted(order[:n_rev])]
+        rephrasing = [facts[i] for i in sorted(order[n_rev:n_rev + n_reph])]
+        self.reversal_facts, self.rephrasing_facts = set(reversal), set(rephrasing)
         self.facts = facts
         queries = {s: [] for s in SPLITS}
-        for f in self.rephrasing_facts:
+        for f in rephrasing:
             queries["rephrasing"].append(self._query("rephrasing", f, int(rng.integers(1, N_PHRASINGS)),
                                                      [(f, 0)]))
-        for f in self.reversal_facts:
+        for f in reversal:
             queries["reversal"].append(self._query("reversal", f.reversed(), int(rng.integers(N_PHRASINGS)),
                                                    [(f, 0)]))
         for c in tree.categories:
