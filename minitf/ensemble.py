@@ -20,6 +20,7 @@ from torch.func import functional_call, stack_module_state
 
 from minitf.config import TrainConfig
 from minitf.data import Batch
+from minitf.errors import NonFiniteLossError
 from minitf.trainer import lr_at
 
 
@@ -92,7 +93,9 @@ def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callabl
         opt.zero_grad(set_to_none=True)
         values = losses.detach().tolist()
         if not all(math.isfinite(v) for v in values):
-            raise FloatingPointError(f"non-finite loss at step {step + 1}: {values}")
+            bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+            raise NonFiniteLossError(f"non-finite loss at step {step + 1} for ensemble members {bad} "
+                                     f"({values}); lower lr or raise warmup and start again")
         for i, v in enumerate(values):
             history[i].append(v)
         if on_step:

@@ -27,7 +27,6 @@ from minitf.experiments.base import Experiment, RunContext, create_run, run_expe
 from minitf.trainer import Trainer, lr_at
 
 
-
 class FirstPhase(Exception):
     """Raised by the capturing context at an experiment's first ``train`` call, carrying its arguments."""
 
