@@ -157,7 +157,7 @@ def fresh_episode(rng, category_pool, property_pool, queries_per_episode: int, m
     shown = {f for f, _ in context}
     spare = [f for f in facts if f not in shown]
     context += [(spare[i], int(rng.integers(N_PHRASINGS))) for i in rng.permutation(len(spare))[:n_more]]
-    context = context[: max(max_context_facts, 1)]
+    context = context[:max_context_facts]
     tokens = [BOS] + [t for i in rng.permutation(len(context)) for t in context[i][0].tokens(context[i][1])]
     scored = []
     for q in queries:

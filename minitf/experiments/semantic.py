@@ -26,7 +26,7 @@ from minitf.checkpoint import load_weights
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.relational import episode_accuracy
+from minitf.experiments.relational import binding_model, binding_train, episode_accuracy
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.hierarchy import SPLITS, Fact
@@ -83,13 +83,10 @@ class SemanticExperiment(Experiment):
     task_cls = SemanticTask
 
     def default_model(self, task) -> ModelConfig:
-        # the headline's architecture, so the two benchmarks compare
-        return ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=0, conv_kernel=4,
-                           vocab_size=len(self.vocab(task)), n_ctx=task.max_seq_len() - 1)
+        return binding_model(len(self.vocab(task)), task.max_seq_len() - 1)  # the headline's, to compare
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
-                           checkpoint_every=500, log_every=25)
+        return binding_train()
 
     def max_seq_len(self, task) -> int:
         return task.max_seq_len()
