@@ -25,7 +25,7 @@ import numpy as np
 
 from toy_tasks.example import Example
 
-BOS, END, ALL, NO, ARE = "<bos>", ".", "all", "no", "are"
+BOS, END, ASK, ALL, NO, ARE = "<bos>", ".", "?", "all", "no", "are"
 RELATION_PAIRS = [("bigger", "smaller"), ("older", "younger"), ("faster", "slower"), ("above", "below"),
                   ("before", "after"), ("parent-of", "child-of"), ("teaches", "learns-from"),
                   ("owns", "owned-by"), ("heavier", "lighter"), ("north-of", "south-of")]
@@ -40,6 +40,12 @@ def entity_names(n: int) -> list[str]:
         a, b, c = i % k, (i // k) % k, i // (k * k)
         names.append(_SYLLABLES[a] + _SYLLABLES[b] + (_SYLLABLES[c - 1] if c else ""))
     return names
+
+
+def ask(prompt) -> list[str]:
+    """The query marker before a question about a context: without it the causal conv smears
+    the last context fact into the query's first tokens."""
+    return [ASK, *prompt]
 
 
 INVERSE = {a: b for a, b in RELATION_PAIRS} | {b: a for a, b in RELATION_PAIRS}
@@ -90,6 +96,11 @@ class RelationalTask:
     splits: str = "reversal,syllogism"
     # training mix (fractions of each batch) and the length of each phase-2 run
     episode_fraction: float = 0.7  # phase 1: episodes vs fixed-world documents
+    syllogism_episode_fraction: float = 0.5  # episodes holding a premise chain (with both splits)
+    # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
+    # facts only, then on the full mix. Premise chains from the start slowed relation binding
+    # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.80 after 700 + 700).
+    relation_steps: int = 700
     new_fact_fraction: float = 0.5  # phase 2: new-fact documents; the rest replays phase 1's mix
     phase2_steps: int = 200
 
@@ -110,6 +121,11 @@ class RelationalTask:
             raise ValueError(f"need 1 <= min_facts <= max_facts (got {self.min_facts}, {self.max_facts})")
         if not (0 < self.episode_fraction < 1 and 0 < self.new_fact_fraction < 1):
             raise ValueError("episode_fraction and new_fact_fraction must be strictly between 0 and 1")
+        if not 0 < self.syllogism_episode_fraction < 1:
+            raise ValueError("syllogism_episode_fraction must be strictly between 0 and 1 "
+                             f"(got {self.syllogism_episode_fraction})")
+        if self.relation_steps < 0:
+            raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
         if self.phase2_steps < 1:
             raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
         if self.queries_per_episode < 1 or self.n_distractors < 0 or self.sentences_per_doc < 1:
@@ -123,11 +139,11 @@ class RelationalTask:
         return [r for pair in RELATION_PAIRS[: self.n_relations] for r in pair]
 
     def vocab_tokens(self) -> list[str]:
-        return [BOS, END, ALL, NO, ARE] + self.relations() + entity_names(self.n_entities)
+        return [BOS, END, ASK, ALL, NO, ARE] + self.relations() + entity_names(self.n_entities)
 
     def max_seq_len(self) -> int:
         context = 5 * (self.max_facts + 2 + self.n_distractors + 6)  # retrieval adds a few sentences
-        return 1 + context + 5 * self.queries_per_episode
+        return 1 + context + 6 * self.queries_per_episode
 
     def build_world(self, rng: np.random.Generator) -> "World":
         return World(self, rng)
@@ -203,14 +219,15 @@ class World:
         self.fixed_queries = relation_queries(self.fixed_facts)
 
     # -- training data -----------------------------------------------------------------
-    def episode(self, rng: np.random.Generator) -> Example:
-        """Fresh entities, facts, then queries about them; loss on the answers only."""
+    def episode(self, rng: np.random.Generator, splits: list[str] | None = None) -> Example:
+        """Fresh entities, facts, then queries about them; loss on the answers only.
+        ``splits`` narrows the kinds of fact (default: the task's splits)."""
         task = self.task
         n_facts = int(rng.integers(task.min_facts, task.max_facts + 1))
         ents = [str(e) for e in rng.choice(self.entities, 2 * n_facts + 6, replace=False)]
-        splits = task.split_list()
+        splits = splits or task.split_list()
         facts, queries = [], []
-        if "syllogism" in splits and (splits == ["syllogism"] or rng.random() < 0.5):
+        if "syllogism" in splits and (splits == ["syllogism"] or rng.random() < task.syllogism_episode_fraction):
             a, b, c, d = ents[-4:]
             chain = [Fact(a, ALL, b), Fact(b, ALL, c)]
             queries.append(Query("syllogism", (ALL, a, ARE), c, tuple(chain)))
@@ -228,7 +245,7 @@ class World:
         scored = []
         for i in picks:
             q = queries[i]
-            tokens += list(q.prompt)
+            tokens += ask(q.prompt)
             scored.append(len(tokens))
             tokens += [q.answer, END]
         return Example(tokens=tokens, scored=scored, kind="episode")
@@ -258,7 +275,10 @@ class World:
 
     def query_example(self, query: Query, context: list[Fact], candidates: list[str],
                       prompt: tuple | None = None) -> Example:
-        tokens = [BOS] + [t for f in context for t in f.tokens()] + list(prompt or query.prompt)
+        prompt = prompt or query.prompt
+        # the marker separates a context from its question; with no context the query is a bare
+        # sentence start, exactly as the in-weights documents were trained
+        tokens = [BOS] + ([t for f in context for t in f.tokens()] + ask(prompt) if context else list(prompt))
         return Example(tokens=tokens + [query.answer], scored=[len(tokens)], answer_pos=len(tokens),
                        candidates=candidates, answer=query.answer, kind=query.kind)
 
@@ -293,9 +313,9 @@ class World:
         out = []
         for f in self.new_facts:
             r = f.reversed()
-            out.append(([BOS] + f.tokens() + [r.x, r.rel], (r.x, r.rel)))
+            out.append(([BOS] + f.tokens() + ask((r.x, r.rel)), (r.x, r.rel)))
         for q in self.queries["syllogism"]:
-            out.append(([BOS] + [t for p in q.facts for t in p.tokens()] + list(q.prompt), (q.prompt[1], q.prompt[0])))
+            out.append(([BOS] + [t for p in q.facts for t in p.tokens()] + ask(q.prompt), (q.prompt[1], q.prompt[0])))
         return out
 
 

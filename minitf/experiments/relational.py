@@ -2,6 +2,7 @@
 
 After Lampinen et al. (2025, arXiv 2505.00661) and Berglund et al. (2023, the reversal curse),
 at tiny scale (science.md §1). Phases:
+  phase1_relations  (with both splits) the curriculum's start: episodes of relation facts only;
   phase1         episodes with fresh bindings (→ in-context ability) + fixed-world documents;
   phase2         continue on the *new* facts, one direction only, replaying phase 1's mix;
   phase2_oracle  the same, plus the true reversals / syllogism conclusions;
@@ -80,6 +81,7 @@ class RelationalExperiment(Experiment):
     description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
     task_cls = RelationalTask
     splits = "reversal,syllogism"
+    phase1_steps = 700
 
     def default_task(self):
         return RelationalTask(splits=self.splits)
@@ -88,7 +90,8 @@ class RelationalExperiment(Experiment):
         return binding_model(len(self.vocab(task)), task.max_seq_len())
 
     def default_train(self) -> TrainConfig:
-        return binding_train()
+        # steps of the mixed phase 1; the headline adds the task's relation_steps before it
+        return dataclasses.replace(binding_train(), steps=self.phase1_steps)
 
     def max_seq_len(self, task) -> int:
         return task.max_seq_len()
@@ -99,9 +102,9 @@ class RelationalExperiment(Experiment):
         qset = QuerySet(world, ctx.vocab, ctx.eval_rng(1))
         fixed_docs = world.fixed_world_sentences()
 
-        def phase1_sample(rng, n):
-            return [world.episode(rng) if rng.random() < task.episode_fraction else world.document(rng, fixed_docs)
-                    for _ in range(n)]
+        def phase1_sample(rng, n, splits=None):
+            return [world.episode(rng, splits) if rng.random() < task.episode_fraction
+                    else world.document(rng, fixed_docs) for _ in range(n)]
 
         probe_rng = ctx.eval_rng(2)
         probe_examples = [world.episode(probe_rng) for _ in range(256)]
@@ -110,7 +113,14 @@ class RelationalExperiment(Experiment):
             return {"episode_answer_acc": episode_accuracy(model, probe_examples, ctx.vocab)}
 
         model = ctx.new_model()
-        ctx.train(model, phase1_sample, phase="phase1", phase_index=1, evaluate=phase1_eval)
+        done = []
+        if task.relation_steps and len(task.split_list()) > 1:  # the curriculum: relations first
+            ctx.train(model, lambda rng, n: phase1_sample(rng, n, ["reversal"]), phase="phase1_relations",
+                      train_cfg=dataclasses.replace(ctx.train_cfg, steps=task.relation_steps),
+                      evaluate=phase1_eval)
+            done.append("phase1_relations")
+        ctx.train(model, phase1_sample, phase="phase1", phase_index=1, evaluate=phase1_eval, phases_before=done)
+        done.append("phase1")
         phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
         results = {"in_context": qset.evaluate(model.eval(), "in_context")}
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
@@ -121,7 +131,6 @@ class RelationalExperiment(Experiment):
                                          eval_every=0, checkpoint_every=0)
         variants = [("phase2", [], "in_weights"), ("phase2_oracle", world.oracle_augmentation(), "augmented_oracle"),
                     ("phase2_self", generated, "augmented_self")]
-        done = ["phase1"]
         for index, (phase, extra, condition) in enumerate(variants, start=2):
             load_weights(model, phase1_weights)
             sentences = world.new_sentences() + extra
@@ -251,10 +260,12 @@ class ReversalExperiment(RelationalExperiment):
     name = "reversal"
     description = "the headline on relation facts only (the reversal curse)"
     splits = "reversal"
+    phase1_steps = 1000
 
 
 class SyllogismExperiment(RelationalExperiment):
     name = "syllogism"
     description = "the headline on syllogisms only (two-hop deductions from premises)"
     splits = "syllogism"
+    phase1_steps = 1000
 
