@@ -66,6 +66,19 @@ def test_conditions_share_queries_and_contexts_hold_the_facts(world):
     assert set(world.oracle_augmentation()[:5]) == {f.reversed() for f in world.new_facts[:5]}
     ex = world.query_example(q, ctx, cands)
     assert ex.tokens[ex.answer_pos] == q.answer and ex.answer_pos == len(ex.tokens) - 1
+    # a question about a context follows the query marker; with no context it is a bare
+    # sentence start, the shape of the trained documents
+    assert ex.tokens[ex.answer_pos - 3: ex.answer_pos] == ["?", *q.prompt]
+    bare = world.query_example(q, [], cands)
+    assert bare.tokens == ["<bos>", *q.prompt, q.answer]
+
+
+def test_curriculum_episodes_hold_relation_facts_only(world):
+    rng = np.random.default_rng(3)
+    relation_only = [world.episode(rng, ["reversal"]) for _ in range(50)]
+    assert not any("all" in ex.tokens or "no" in ex.tokens for ex in relation_only)
+    mixed = [world.episode(rng) for _ in range(50)]
+    assert any("all" in ex.tokens for ex in mixed)  # the full mix has premise chains
 
 
 def test_invalid_task_config_is_rejected():
@@ -73,6 +86,8 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(splits="reversal,nonsense").validate()
     with pytest.raises(ValueError, match="n_entities must leave"):
         RelationalTask(n_entities=150).validate()
+    with pytest.raises(ValueError, match="relation_steps"):
+        RelationalTask(relation_steps=-1).validate()
 
 
 def test_ranking_metrics_on_hand_made_scores():
