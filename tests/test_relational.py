@@ -73,6 +73,17 @@ def test_conditions_share_queries_and_contexts_hold_the_facts(world):
     assert bare.tokens == ["<bos>", *q.prompt, q.answer]
 
 
+def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(world):
+    from minitf.experiments.relational import _same_role_answer
+
+    rng = np.random.default_rng(4)
+    pool = world.queries["reversal"]
+    for q in pool[:30]:
+        other = _same_role_answer(q, pool, rng)
+        assert other != q.answer
+        assert any(p.answer == other and p.prompt[1] == q.prompt[1] for p in pool)
+
+
 def test_curriculum_episodes_hold_relation_facts_only(world):
     rng = np.random.default_rng(3)
     relation_only = [world.episode(rng, ["reversal"]) for _ in range(50)]

@@ -43,8 +43,8 @@ def entity_names(n: int) -> list[str]:
 
 
 def ask(prompt) -> list[str]:
-    """The query marker before a question about a context: without it the causal conv smears
-    the last context fact into the query's first tokens."""
+    """The query marker before a question about a context: it tells the query apart from one
+    more context fact (whose first tokens it otherwise shares)."""
     return [ASK, *prompt]
 
 

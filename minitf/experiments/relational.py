@@ -49,12 +49,28 @@ class QuerySet:
         self.retrieved = {k: [world.retrieve(q, trained, rng) for q in qs] for k, qs in self.queries.items()}
         self.fixed = {k: [q for q in world.fixed_queries if q.kind == k] for k in ("forward", "reversal")}
         self.fixed_cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.fixed.items()}
+        self.same_role = {k: [_same_role_answer(q, qs, rng) for q in qs] for k, qs in self.queries.items()
+                          if k != "syllogism"}
 
     def evaluate(self, model, condition: str) -> dict:
         if condition == "phase1_facts":
             return self._score(model, self.fixed, self.fixed_cands, None)
         contexts = {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
         return self._score(model, self.queries, self.cands, contexts)
+
+    def direction_control(self, model) -> dict:
+        """The direction test (no context) with the answer swapped for the answer of another
+        query with the same relation: an entity of the same role, unrelated to this prompt.
+        Scoring like the direction test means that preference is a prior on the role
+        ("A is a subject of r"), not knowledge of the pairing."""
+        out = {}
+        for kind, swapped in self.same_role.items():
+            qs = self.queries[kind]
+            lp, lp_c = (answer_logprobs(model, [self.world.query_example(q, [], [], prompt=p(q)) for q in qs], self.vocab)
+                        for p in (lambda q: q.prompt, lambda q: q.contrast))
+            ids, rows = torch.tensor(self.vocab.encode(swapped)), torch.arange(len(qs))
+            out[f"{kind}_direction_control"] = proportion((lp[rows, ids] > lp_c[rows, ids]).tolist(), 0.5)
+        return out
 
     def _score(self, model, queries, cands, contexts) -> dict:
         results, entities = {}, self.world.entities
@@ -74,6 +90,13 @@ class QuerySet:
                 rows = torch.arange(len(qs))
                 results[f"{kind}_direction"] = proportion((lp[rows, ids] > lp_c[rows, ids]).tolist(), 0.5)
         return results
+
+
+def _same_role_answer(query, pool, rng) -> str:
+    """The answer of another query with the same relation word (same role, other pairing)."""
+    others = (sorted({q.answer for q in pool if q.prompt[1] == query.prompt[1]} - {query.answer})
+              or sorted({q.answer for q in pool} - {query.answer}))  # tiny worlds: any other answer
+    return str(others[rng.integers(len(others))])
 
 
 class RelationalExperiment(Experiment):
@@ -147,10 +170,12 @@ class RelationalExperiment(Experiment):
             if phase == "phase2":
                 results["retrieval"] = qset.evaluate(model, "retrieval")
                 results["phase1_facts"] = qset.evaluate(model, "phase1_facts")
+                direction_control = qset.direction_control(model)
         results = {c: results[c] for c in CONDITIONS}
         return {"results": results, "self_generation": gen_stats,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
-                "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction}
+                "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction,
+                "in_weights_direction_control": direction_control}
 
     # -- report ------------------------------------------------------------------------------
     def summary(self, report: dict) -> str:
@@ -165,7 +190,11 @@ class RelationalExperiment(Experiment):
         ind_line = (f"\ninduction heads (layer ≥ 1, by prefix-matching): {ind['heads']}; {ind['split']} "
                     f"{ind['base']:.3f} → {ind['ablated']:.3f} with them ablated, "
                     f"→ {ind['random_ablated']:.3f} with random heads {ind['random_heads']} ablated")
-        return (f"{table}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
+        control = report.get("in_weights_direction_control", {})
+        control_line = "".join(f"\nin weights, {k} with an unrelated same-role answer: {v['acc']:.3f} "
+                               f"(vs {results['in_weights'][k.replace('_control', '')]['acc']:.3f} for the true answer)"
+                               for k, v in control.items())
+        return (f"{table}\n{control_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
                 f"{_fmt(report['episode_answer_acc'])}")
 
