@@ -114,7 +114,8 @@ def test_resume_errors_are_one_line(tmp_path, reference):
 TINY_HEADLINE = ["headline", "--seed", "1", "--set", "n_entities=75", "--set", "n_fixed_entities=12", "--set",
                  "n_fixed_facts=10", "--set", "n_new_facts=20", "--set", "n_chain_entities=20", "--set", "d_model=32",
                  "--set", "d_head=8", "--set", "steps=20", "--set", "phase2_steps=8", "--set", "checkpoint_every=5",
-                 "--set", "eval_every=10", "--set", "log_every=1", "--set", "batch_size=8"]
+                 "--set", "eval_every=10", "--set", "log_every=1", "--set", "batch_size=8",
+                 "--set", "relation_steps=10"]
 
 
 @pytest.mark.slow
@@ -123,9 +124,10 @@ def test_multi_phase_run_resumes_exactly(tmp_path):
     ref = str(tmp_path / "ref")
     p = start([*TINY_HEADLINE, "--out", ref])
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    # writes: config, vocab, 4×2 phase-1 checkpoints, phase-1 end (3), phase2 end (3), then phase2_oracle
+    # writes: config, vocab, 2×2 phase1_relations checkpoints, its end (3), 4×2 phase-1 checkpoints,
+    # phase-1 end (3), phase2 end (3), then phase2_oracle
     out = str(tmp_path / "run")
-    p = start([*TINY_HEADLINE, "--out", out], {"MINITF_KILL_AT_WRITE": "16"})
+    p = start([*TINY_HEADLINE, "--out", out], {"MINITF_KILL_AT_WRITE": "23"})
     assert p.wait(timeout=300) == -signal.SIGKILL
     state = checkpoint.load_trainer_state(os.path.join(out, checkpoint.TRAINER_STATE))
     assert "phase1" in state["phases_done"] and state["phase"] != "phase1"
