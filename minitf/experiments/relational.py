@@ -15,7 +15,8 @@ Conditions, all on the same new facts and queries:
   · phase1_facts (the fixed world, both directions: a sanity row).
 Each recall query is scored three ways (a prototype found the k-way score leaks through
 unembedding similarity): k-way among same-role distractors, top-1 over all entities, and
-direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide.
+direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide (a
+prior on which entities are subjects of r can: ``direction_control`` measures that).
 """
 import dataclasses
 import os
