@@ -126,6 +126,7 @@ def test_bad_task_config_is_one_clear_error(override, fragment):
 def test_corpora_do_not_depend_on_the_python_hash_seed():
     """Same seed ⇒ same data in every process: set iteration order (which follows PYTHONHASHSEED)
     must never decide what is drawn."""
+    import os
     import subprocess
     import sys
 
@@ -142,5 +143,5 @@ def test_corpora_do_not_depend_on_the_python_hash_seed():
             "out += [r.episode(np.random.default_rng(1)), r.queries]\n"
             "print(hashlib.md5(repr(out).encode()).hexdigest())\n")
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              env={**__import__("os").environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
+                              env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert len(digests) == 1, digests

@@ -67,11 +67,17 @@ class QuerySet:
         out = {}
         for kind, swapped in self.same_role.items():
             qs = self.queries[kind]
-            lp, lp_c = (answer_logprobs(model, [self.world.query_example(q, [], [], prompt=p(q)) for q in qs], self.vocab)
-                        for p in (lambda q: q.prompt, lambda q: q.contrast))
-            ids, rows = torch.tensor(self.vocab.encode(swapped)), torch.arange(len(qs))
-            out[f"{kind}_direction_control"] = proportion((lp[rows, ids] > lp_c[rows, ids]).tolist(), 0.5)
+            lp = answer_logprobs(model, [self.world.query_example(q, [], []) for q in qs], self.vocab)
+            out[f"{kind}_direction_control"] = proportion(self._direction(model, qs, [[]] * len(qs), lp, swapped), 0.5)
         return out
+
+    def _direction(self, model, qs, contexts, lp, answers) -> list[bool]:
+        """Per query: p(answer | its prompt) > p(answer | the prompt with the opposite relation)?
+        ``lp`` holds the prompts' answer log-probabilities already computed."""
+        contrast = [self.world.query_example(q, c, [], prompt=q.contrast) for q, c in zip(qs, contexts)]
+        lp_c = answer_logprobs(model, contrast, self.vocab)
+        ids, rows = torch.tensor(self.vocab.encode(answers)), torch.arange(len(qs))
+        return (lp[rows, ids] > lp_c[rows, ids]).tolist()
 
     def _score(self, model, queries, cands, contexts) -> dict:
         results, entities = {}, self.world.entities
@@ -84,12 +90,7 @@ class QuerySet:
             top1 = top1_correct(lp, examples, self.vocab, entities, [q.exclude for q in qs])
             results[f"{kind}_top1"] = proportion(top1, 1 / len(entities))
             if all(q.contrast for q in qs):
-                contrast = [self.world.query_example(q, c, cand, prompt=q.contrast)
-                            for q, c, cand in zip(qs, ctx, cands[kind])]
-                lp_c = answer_logprobs(model, contrast, self.vocab)
-                ids = torch.tensor(self.vocab.encode([q.answer for q in qs]))
-                rows = torch.arange(len(qs))
-                results[f"{kind}_direction"] = proportion((lp[rows, ids] > lp_c[rows, ids]).tolist(), 0.5)
+                results[f"{kind}_direction"] = proportion(self._direction(model, qs, ctx, lp, [q.answer for q in qs]), 0.5)
         return results
 
 
