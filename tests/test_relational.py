@@ -99,6 +99,9 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(n_entities=150).validate()
     with pytest.raises(ValueError, match="relation_steps"):
         RelationalTask(relation_steps=-1).validate()
+    # 20 held-out entities hold at most 20 * 8 / 2 facts: rejected up front, not an endless draw
+    with pytest.raises(ValueError, match="200 facts cannot be drawn from 20 held-out entities"):
+        RelationalTask(n_entities=320).validate()
 
 
 def test_ranking_metrics_on_hand_made_scores():

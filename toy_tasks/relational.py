@@ -117,6 +117,13 @@ class RelationalTask:
                              f"(got {self.n_fixed_entities} fixed, {self.n_chain_entities} chain, {held_out} held out)")
         if self.n_fixed_facts < 4 or self.n_new_facts < 4:
             raise ValueError("n_fixed_facts and n_new_facts must be >= 4 (4-way candidates)")
+        # an entity takes part in at most one fact per relation pair (so every answer is unique)
+        for facts, ents, which in ((self.n_fixed_facts, self.n_fixed_entities, "fixed"),
+                                   (self.n_new_facts if "reversal" in wanted else 0, held_out, "held-out")):
+            if facts > ents * self.n_relations // 2:
+                raise ValueError(f"{facts} facts cannot be drawn from {ents} {which} entities with {self.n_relations} "
+                                 f"relation pairs (at most {ents * self.n_relations // 2}): lower the facts or raise "
+                                 "n_entities / n_relations")
         if not 1 <= self.min_facts <= self.max_facts:
             raise ValueError(f"need 1 <= min_facts <= max_facts (got {self.min_facts}, {self.max_facts})")
         if not (0 < self.episode_fraction < 1 and 0 < self.new_fact_fraction < 1):
@@ -151,8 +158,12 @@ class RelationalTask:
 
 def _relation_facts(rng, entities, n, relations) -> list[Fact]:
     """n facts with each (subject, relation) and (object, inverse) used once, so answers are unique."""
-    facts, used = [], set()
+    facts, used, tries = [], set(), 0
     while len(facts) < n:
+        tries += 1
+        if tries > 1000 * n:  # near capacity random draws can paint themselves into a corner
+            raise ValueError(f"could not draw {n} facts with unique answers from {len(entities)} entities: "
+                             "lower the number of facts or raise n_entities / n_relations")
         x, y = rng.choice(entities, 2, replace=False)
         rel = relations[rng.integers(len(relations) // 2) * 2]  # the first word of a pair
         keys = {(x, rel), (y, INVERSE[rel]), (x, INVERSE[rel]), (y, rel)}
