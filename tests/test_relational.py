@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from minitf.config import ModelConfig
 from minitf.data import Vocab
 from minitf.evaluate import kway_correct, proportion, top1_correct, wilson_interval
 from toy_tasks import Example
@@ -82,6 +83,26 @@ def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(wor
         other = _same_role_answer(q, pool, rng)
         assert other != q.answer
         assert any(p.answer == other and p.prompt[1] == q.prompt[1] for p in pool)
+
+
+def test_shared_relation_split_partitions_the_in_context_queries(world):
+    from minitf.experiments.relational import QuerySet, _shares_relation
+    from minitf.experiments import EXPERIMENTS
+    from minitf.model import Transformer
+
+    q = world.queries["reversal"][0]
+    f = q.facts[0]
+    same = next(g for g in world.new_facts if g.rel == f.rel and g != f)
+    other = next(g for g in world.new_facts if g.rel != f.rel)
+    assert _shares_relation(q, [other, f, same]) and not _shares_relation(q, [f, other])
+    vocab = EXPERIMENTS["headline"].vocab(world.task)
+    qset = QuerySet(world, vocab, np.random.default_rng(1))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, d_head=4, vocab_size=len(vocab), n_ctx=world.task.max_seq_len()))
+    split = qset.by_shared_relation(model.eval())["reversal_top1"]
+    n_shared = sum(_shares_relation(q, c) for q, c in zip(qset.queries["reversal"], qset.context["reversal"]))
+    assert split["shared_relation"]["n"] == n_shared > 0
+    assert split["shared_relation"]["n"] + split["no_shared_relation"]["n"] == len(world.queries["reversal"])
 
 
 def test_curriculum_episodes_hold_relation_facts_only(world):

@@ -17,6 +17,8 @@ Each recall query is scored three ways (a prototype found the k-way score leaks 
 unembedding similarity): k-way among same-role distractors, top-1 over all entities, and
 direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide (a
 prior on which entities are subjects of r can: ``direction_control`` measures that).
+``by_shared_relation`` splits in-context top-1 by whether another context fact has the query's
+relation: where none has, a reversal can be answered by relation alone.
 """
 import dataclasses
 import os
@@ -71,6 +73,25 @@ class QuerySet:
             out[f"{kind}_direction_control"] = proportion(self._direction(model, qs, [[]] * len(qs), lp, swapped), 0.5)
         return out
 
+    def by_shared_relation(self, model) -> dict:
+        """In-context top-1 split by whether another context fact has the query's relation.
+        Without such a fact, "find the fact with relation r and read off its subject" answers a
+        reversal with no need to match the entity; with one, only matching the entity does."""
+        out = {}
+        for kind in ("forward", "reversal"):
+            qs, ctx = self.queries.get(kind, []), self.context.get(kind, [])
+            if not qs:
+                continue
+            examples = [self.world.query_example(q, c, [q.answer]) for q, c in zip(qs, ctx)]
+            lp = answer_logprobs(model, examples, self.vocab)
+            hits = top1_correct(lp, examples, self.vocab, self.world.entities, [q.exclude for q in qs])
+            shared = [_shares_relation(q, c) for q, c in zip(qs, ctx)]
+            chance = 1 / len(self.world.entities)
+            out[f"{kind}_top1"] = {
+                "shared_relation": proportion([h for h, s in zip(hits, shared) if s], chance),
+                "no_shared_relation": proportion([h for h, s in zip(hits, shared) if not s], chance)}
+        return out
+
     def _direction(self, model, qs, contexts, lp, answers) -> list[bool]:
         """Per query: p(answer | its prompt) > p(answer | the prompt with the opposite relation)?
         ``lp`` holds the prompts' answer log-probabilities already computed."""
@@ -92,6 +113,12 @@ class QuerySet:
             if all(q.contrast for q in qs):
                 results[f"{kind}_direction"] = proportion(self._direction(model, qs, ctx, lp, [q.answer for q in qs]), 0.5)
         return results
+
+
+def _shares_relation(query, context) -> bool:
+    """Does a context fact other than the query's own use the query's relation (either word)?"""
+    rel = query.facts[0].rel
+    return any(f.rel == rel for f in context if f not in query.facts)
 
 
 def _same_role_answer(query, pool, rng) -> str:
@@ -148,6 +175,7 @@ class RelationalExperiment(Experiment):
         done.append("phase1")
         phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
         results = {"in_context": qset.evaluate(model.eval(), "in_context")}
+        by_shared_relation = qset.by_shared_relation(model)
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
         induction = induction_section(model, world, ctx, qset, results["in_context"])
         generated, gen_stats = self_generated(model, world, ctx.vocab)
@@ -177,7 +205,8 @@ class RelationalExperiment(Experiment):
         return {"results": results, "self_generation": gen_stats,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
                 "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction,
-                "in_weights_direction_control": direction_control}
+                "in_weights_direction_control": direction_control,
+                "in_context_by_shared_relation": by_shared_relation}
 
     # -- report ------------------------------------------------------------------------------
     def summary(self, report: dict) -> str:
@@ -196,7 +225,12 @@ class RelationalExperiment(Experiment):
         control_line = "".join(f"\nin weights, {k} with an unrelated same-role answer: {v['acc']:.3f} "
                                f"(vs {results['in_weights'][k.replace('_control', '')]['acc']:.3f} for the true answer)"
                                for k, v in control.items())
-        return (f"{table}\n{control_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
+        shared = report.get("in_context_by_shared_relation", {})
+        shared_line = "".join(f"\nin context, {k} when another context fact has the query's relation: "
+                              f"{v['shared_relation']['acc']:.3f} (n={v['shared_relation']['n']}), when none has: "
+                              f"{v['no_shared_relation']['acc']:.3f} (n={v['no_shared_relation']['n']})"
+                              for k, v in shared.items())
+        return (f"{table}\n{control_line}{shared_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
                 f"{_fmt(report['episode_answer_acc'])}")
 
