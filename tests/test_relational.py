@@ -113,6 +113,25 @@ def test_curriculum_episodes_hold_relation_facts_only(world):
     assert any("all" in ex.tokens for ex in mixed)  # the full mix has premise chains
 
 
+def test_shared_relation_episodes_use_one_relation_for_every_fact():
+    import dataclasses
+
+    def relations_per_episode(fraction):
+        task = dataclasses.replace(RelationalTask(), shared_relation_fraction=fraction, min_facts=4)
+        world = task.build_world(np.random.default_rng(0))
+        rng, rels = np.random.default_rng(5), set(task.relations())
+        out = []
+        for _ in range(100):
+            ex = world.episode(rng, ["reversal"])
+            end = ex.tokens.index("?")  # the facts come before the first query
+            out.append(len({t for t in ex.tokens[:end] if t in rels}))
+        return out
+
+    assert set(relations_per_episode(1.0)) == {1}
+    mixed = relations_per_episode(0.5)
+    assert mixed.count(1) >= 30 and max(mixed) > 1
+
+
 def test_invalid_task_config_is_rejected():
     with pytest.raises(ValueError, match="splits must be"):
         RelationalTask(splits="reversal,nonsense").validate()
@@ -120,6 +139,8 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(n_entities=150).validate()
     with pytest.raises(ValueError, match="relation_steps"):
         RelationalTask(relation_steps=-1).validate()
+    with pytest.raises(ValueError, match="shared_relation_fraction"):
+        RelationalTask(shared_relation_fraction=1.5).validate()
     # 20 held-out entities hold at most 20 * 8 / 2 facts: rejected up front, not an endless draw
     with pytest.raises(ValueError, match="200 facts cannot be drawn from 20 held-out entities"):
         RelationalTask(n_entities=320).validate()
