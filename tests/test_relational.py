@@ -117,8 +117,7 @@ def test_shared_relation_episodes_use_one_relation_for_every_fact():
     import dataclasses
 
     def relations_per_episode(fraction):
-        task = dataclasses.replace(RelationalTask(), shared_relation_fraction=fraction, shared_entity_fraction=0.0,
-                                   min_facts=4)
+        task = dataclasses.replace(RelationalTask(), shared_relation_fraction=fraction, min_facts=4)
         world = task.build_world(np.random.default_rng(0))
         rng, rels = np.random.default_rng(5), set(task.relations())
         out = []
@@ -133,24 +132,6 @@ def test_shared_relation_episodes_use_one_relation_for_every_fact():
     assert mixed.count(1) >= 30 and max(mixed) > 1
 
 
-def test_shared_entity_episodes_put_one_entity_in_facts_of_different_relations():
-    import dataclasses
-    from collections import Counter
-
-    task = dataclasses.replace(RelationalTask(), shared_relation_fraction=0.0, shared_entity_fraction=1.0)
-    world = task.build_world(np.random.default_rng(0))
-    rng, rels = np.random.default_rng(6), set(task.relations())
-    for _ in range(100):
-        ex = world.episode(rng, ["reversal"])
-        end = ex.tokens.index("?")
-        facts = [tuple(ex.tokens[i:i + 3]) for i in range(1, end, 4)]
-        assert all(r in rels for _, r, _ in facts)
-        hub, count = Counter(e for x, _, y in facts for e in (x, y)).most_common(1)[0]
-        assert count >= 2
-        hub_rels = [r for x, r, y in facts if hub in (x, y)]
-        assert len(set(hub_rels)) == len(hub_rels)  # so "hub r ?" / "hub r⁻¹ ?" have one answer
-
-
 def test_invalid_task_config_is_rejected():
     with pytest.raises(ValueError, match="splits must be"):
         RelationalTask(splits="reversal,nonsense").validate()
@@ -158,8 +139,8 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(n_entities=150).validate()
     with pytest.raises(ValueError, match="relation_steps"):
         RelationalTask(relation_steps=-1).validate()
-    with pytest.raises(ValueError, match="shared_relation_fraction and shared_entity_fraction"):
-        RelationalTask(shared_relation_fraction=0.8, shared_entity_fraction=0.3).validate()
+    with pytest.raises(ValueError, match="shared_relation_fraction"):
+        RelationalTask(shared_relation_fraction=1.5).validate()
     # 20 held-out entities hold at most 20 * 8 / 2 facts: rejected up front, not an endless draw
     with pytest.raises(ValueError, match="200 facts cannot be drawn from 20 held-out entities"):
         RelationalTask(n_entities=320).validate()
