@@ -132,6 +132,27 @@ def test_shared_relation_episodes_use_one_relation_for_every_fact():
     assert mixed.count(1) >= 30 and max(mixed) > 1
 
 
+def test_hub_episodes_ask_about_an_entity_only_the_relation_can_place():
+    import dataclasses
+    task = dataclasses.replace(RelationalTask(), shared_relation_fraction=0.0, hub_fraction=1.0,
+                               hub_object_fraction=1.0, min_facts=4).validate()
+    world = task.build_world(np.random.default_rng(0))
+    rng, rels = np.random.default_rng(5), set(task.relations())
+    for _ in range(50):
+        ex = world.episode(rng, ["reversal"])
+        end = ex.tokens.index("?")
+        facts = [tuple(ex.tokens[i:i + 3]) for i in range(1, end, 4)]
+        hub = max({y for _, _, y in facts}, key=lambda e: sum(y == e for _, _, y in facts))
+        hub_facts = [f for f in facts if f[2] == hub]
+        assert 2 <= len(hub_facts) <= 4 and len({r for _, r, _ in hub_facts}) == len(hub_facts)
+        # the first queries are the hub's reversals, each answered by the subject of its own fact
+        n_hard = min(len(hub_facts), task.queries_per_episode)
+        for s in ex.scored[:n_hard]:
+            entity, inverse, answer = ex.tokens[s - 2], ex.tokens[s - 1], ex.tokens[s]
+            assert entity == hub and inverse in rels
+            assert (answer, INVERSE[inverse], hub) in hub_facts
+
+
 def test_invalid_task_config_is_rejected():
     with pytest.raises(ValueError, match="splits must be"):
         RelationalTask(splits="reversal,nonsense").validate()
@@ -141,6 +162,8 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(relation_steps=-1).validate()
     with pytest.raises(ValueError, match="shared_relation_fraction"):
         RelationalTask(shared_relation_fraction=1.5).validate()
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        RelationalTask(shared_relation_fraction=0.6, hub_fraction=0.6).validate()
     # 20 held-out entities hold at most 20 * 8 / 2 facts: rejected up front, not an endless draw
     with pytest.raises(ValueError, match="200 facts cannot be drawn from 20 held-out entities"):
         RelationalTask(n_entities=320).validate()

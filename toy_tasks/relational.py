@@ -101,6 +101,17 @@ class RelationalTask:
     # Without them the model answers "B r⁻¹ ?" by finding *a* fact with relation r and reading
     # off its subject (in-context reversal top-1 0.49 when another context fact shares r).
     shared_relation_fraction: float = 0.5
+    # Hub episodes (off by default): one entity in 2-4 facts with different relations, the shape
+    # of a retrieved context, where only the relation finds the fact; the episode asks about the
+    # hub. They target the retrieval limit (top-1 ≈ 1/k with B the object of k retrieved facts),
+    # and the model can learn the check from them, but too slowly and unevenly for the default
+    # budget: hub reversal top-1 with k = 2 / 3 after 1200 relation-only steps ranged 0.86-0.96 /
+    # 0.49-0.91 over seeds (one seed had not learned binding at all), and whole headline runs
+    # gave retrieval 0.875 once and 0.46-0.725 in six others (README, headline). Mostly the hub
+    # is the object: the reversed query needs the check (k = 2 / 3: 0.96 / 0.91 vs 0.89 / 0.61
+    # with the hub the object half the time, same probe).
+    hub_fraction: float = 0.0
+    hub_object_fraction: float = 0.85
     # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
     # facts only, then on the full mix. Premise chains from the start slowed relation binding
     # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.78 after 700 + 700, 0.80 after 900 + 700).
@@ -135,8 +146,10 @@ class RelationalTask:
         if not 0 < self.syllogism_episode_fraction < 1:
             raise ValueError("syllogism_episode_fraction must be strictly between 0 and 1 "
                              f"(got {self.syllogism_episode_fraction})")
-        if not 0 <= self.shared_relation_fraction <= 1:
-            raise ValueError(f"shared_relation_fraction must be in [0, 1] (got {self.shared_relation_fraction})")
+        fractions = (self.shared_relation_fraction, self.hub_fraction, self.hub_object_fraction)
+        if min(fractions) < 0 or max(fractions) > 1 or self.shared_relation_fraction + self.hub_fraction > 1:
+            raise ValueError("shared_relation_fraction, hub_fraction and hub_object_fraction must be in [0, 1], "
+                             f"and the first two sum to <= 1 (got {fractions})")
         if self.relation_steps < 0:
             raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
         if self.phase2_steps < 1:
@@ -178,6 +191,27 @@ def _relation_facts(rng, entities, n, relations) -> list[Fact]:
         used |= keys
         facts.append(Fact(str(x), rel, str(y)))
     return facts
+
+
+def _episode_relation_facts(rng, ents, n, task) -> tuple[list[Fact], list[Query]]:
+    """n relation facts over ``ents`` (2n + 2 fresh entities) for an episode, and the queries it
+    must ask (empty unless it is a hub episode). Either every fact shares one relation (only the
+    entity finds the fact), or one hub entity is in several facts (only the relation does), or
+    neither."""
+    relations, kind = task.relations(), rng.random()
+    if kind < task.shared_relation_fraction:
+        pair = int(rng.integers(len(relations) // 2))
+        return (_relation_facts(rng, ents, n, relations[2 * pair: 2 * pair + 2]) if n else []), []
+    if n < 2 or kind >= task.shared_relation_fraction + task.hub_fraction:
+        return (_relation_facts(rng, ents, n, relations) if n else []), []
+    n_hub = int(rng.integers(2, min(n, 4, task.n_relations) + 1))
+    hub, partners, rest = ents[0], ents[1: 1 + n_hub], ents[1 + n_hub:]
+    pairs = rng.choice(len(relations) // 2, n_hub, replace=False)  # distinct pairs keep answers unique
+    as_object = rng.random() < task.hub_object_fraction
+    hub_facts = [Fact(e, relations[2 * k], hub) if as_object else Fact(hub, relations[2 * k], e)
+                 for k, e in zip(pairs, partners)]
+    others = _relation_facts(rng, rest, n - n_hub, relations) if n > n_hub else []
+    return hub_facts + others, [q for q in relation_queries(hub_facts) if q.prompt[0] == hub]
 
 
 def _forest(rng, entities) -> tuple[list[Fact], list[Query]]:
@@ -253,16 +287,14 @@ class World:
                 queries.append(Query("syllogism", (NO, a, ARE), d, (chain[0], chain[2])))
             facts += chain
         n_rel = max(0, n_facts - len(facts)) if "reversal" in splits else 0
-        relations = task.relations()
-        if rng.random() < task.shared_relation_fraction:  # one relation pair for every fact
-            pair = int(rng.integers(len(relations) // 2))
-            relations = relations[2 * pair: 2 * pair + 2]
-        rel_facts = _relation_facts(rng, ents[: 2 * n_facts + 2], n_rel, relations) if n_rel else []
+        rel_facts, hard = _episode_relation_facts(rng, ents[: 2 * n_facts + 2], n_rel, task)
         facts += rel_facts
         queries += relation_queries(rel_facts)
         order = rng.permutation(len(facts))
         tokens = [BOS] + [t for i in order for t in facts[i].tokens()]
         picks = rng.choice(len(queries), task.queries_per_episode, replace=len(queries) < task.queries_per_episode)
+        if hard:  # a hub episode asks about the hub first
+            picks = ([queries.index(q) for q in hard] + list(picks))[: task.queries_per_episode]
         scored = []
         for i in picks:
             q = queries[i]
