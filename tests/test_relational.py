@@ -142,8 +142,9 @@ def test_hub_episodes_ask_about_an_entity_only_the_relation_can_place():
         ex = world.episode(rng, ["reversal"])
         end = ex.tokens.index("?")
         facts = [tuple(ex.tokens[i:i + 3]) for i in range(1, end, 4)]
-        hub = max({y for _, _, y in facts}, key=lambda e: sum(y == e for _, _, y in facts))
+        hub = ex.tokens[ex.scored[0] - 2]  # a hub episode asks about the hub first
         hub_facts = [f for f in facts if f[2] == hub]
+        assert not any(f[0] == hub for f in facts)
         assert 2 <= len(hub_facts) <= 4 and len({r for _, r, _ in hub_facts}) == len(hub_facts)
         # the first queries are the hub's reversals, each answered by the subject of its own fact
         n_hard = min(len(hub_facts), task.queries_per_episode)
