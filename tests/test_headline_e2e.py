@@ -21,4 +21,6 @@ def test_in_context_reversal_beats_in_weights_reversal(tmp_path):
             assert set(res) == {"acc", "ci95", "chance", "n"} and res["n"] > 0
     assert set(report["in_weights_direction_control"]) == {"forward_direction_control", "reversal_direction_control"}
     assert set(report["in_context_by_shared_relation"]) == {"forward_top1", "reversal_top1"}
+    matching = report["retrieval_by_matching_facts"]["reversal_top1"]
+    assert set(matching) == {"1", "2", "3+"} and sum(rec["n"] for rec in matching.values()) == r["retrieval"]["reversal"]["n"]
     assert (tmp_path / "run" / "results.png").exists()

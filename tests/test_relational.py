@@ -105,6 +105,30 @@ def test_shared_relation_split_partitions_the_in_context_queries(world):
     assert split["shared_relation"]["n"] + split["no_shared_relation"]["n"] == len(world.queries["reversal"])
 
 
+def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
+    from minitf.experiments.relational import QuerySet, _matching_facts
+    from minitf.experiments import EXPERIMENTS
+    from minitf.model import Transformer
+    from toy_tasks.relational import Fact
+
+    q = world.queries["reversal"][0]  # "B r⁻¹ ?" about the fact A r B
+    a, rel, b = q.facts[0].x, q.facts[0].rel, q.facts[0].y
+    other = next(r for r in world.task.relations()[::2] if r != rel)
+    assert _matching_facts(q, [q.facts[0]]) == "1"
+    assert _matching_facts(q, [q.facts[0], Fact(b, other, a)]) == "1"  # B the subject: not its role
+    assert _matching_facts(q, [Fact("x", other, b), q.facts[0]]) == "2"
+    assert _matching_facts(q, [Fact("x", other, b), Fact("y", "all", b), q.facts[0], Fact("z", rel, b)]) == "3+"
+    vocab = EXPERIMENTS["headline"].vocab(world.task)
+    qset = QuerySet(world, vocab, np.random.default_rng(1))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(d_model=16, d_head=4, vocab_size=len(vocab), n_ctx=world.task.max_seq_len()))
+    split = qset.retrieval_by_matching_facts(model.eval())["reversal_top1"]
+    assert list(split) == ["1", "2", "3+"]
+    labels = [_matching_facts(q, c) for q, c in zip(qset.queries["reversal"], qset.retrieved["reversal"])]
+    assert [split[k]["n"] for k in split] == [labels.count(k) for k in split]
+    assert sum(r["n"] for r in split.values()) == len(world.queries["reversal"]) and split["1"]["n"] > 0
+
+
 def test_curriculum_episodes_hold_relation_facts_only(world):
     rng = np.random.default_rng(3)
     relation_only = [world.episode(rng, ["reversal"]) for _ in range(50)]

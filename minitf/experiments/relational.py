@@ -19,6 +19,8 @@ direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone c
 prior on which entities are subjects of r can: ``direction_control`` measures that).
 ``by_shared_relation`` splits in-context top-1 by whether another context fact has the query's
 relation: where none has, a reversal can be answered by relation alone.
+``retrieval_by_matching_facts`` splits retrieval top-1 by how many retrieved facts hold the
+query's entity in its role: with more than one, only the relation can pick the fact.
 """
 import dataclasses
 import os
@@ -34,7 +36,7 @@ from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
 from minitf.experiments.base import Experiment, RunContext
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
-from toy_tasks.relational import Fact, RelationalTask
+from toy_tasks.relational import ALL, NO, Fact, RelationalTask
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval", "phase1_facts")
 KINDS = ("forward", "reversal", "syllogism")
@@ -77,19 +79,27 @@ class QuerySet:
         """In-context top-1 split by whether another context fact has the query's relation.
         Without such a fact, "find the fact with relation r and read off its subject" answers a
         reversal with no need to match the entity; with one, only matching the entity does."""
-        out = {}
+        return self._split_top1(model, self.context, lambda q, c: "shared_relation" if _shares_relation(q, c)
+                                else "no_shared_relation", ("shared_relation", "no_shared_relation"))
+
+    def retrieval_by_matching_facts(self, model) -> dict:
+        """Retrieval top-1 split by k, the retrieved facts in which the query's entity has the
+        role it has in the query's own fact (the object, for "B r⁻¹ ?"): with k > 1 only the
+        relation tells them apart, and a model that matches the entity alone scores ≈ 1/k."""
+        return self._split_top1(model, self.retrieved, lambda q, c: _matching_facts(q, c), ("1", "2", "3+"))
+
+    def _split_top1(self, model, contexts, label, labels) -> dict:
+        """Top-1 of forward and reversal queries in ``contexts``, split by ``label(query, context)``."""
+        out, chance = {}, 1 / len(self.world.entities)
         for kind in ("forward", "reversal"):
-            qs, ctx = self.queries.get(kind, []), self.context.get(kind, [])
+            qs, ctx = self.queries.get(kind, []), contexts.get(kind, [])
             if not qs:
                 continue
             examples = [self.world.query_example(q, c, [q.answer]) for q, c in zip(qs, ctx)]
             lp = answer_logprobs(model, examples, self.vocab)
             hits = top1_correct(lp, examples, self.vocab, self.world.entities, [q.exclude for q in qs])
-            shared = [_shares_relation(q, c) for q, c in zip(qs, ctx)]
-            chance = 1 / len(self.world.entities)
-            out[f"{kind}_top1"] = {
-                "shared_relation": proportion([h for h, s in zip(hits, shared) if s], chance),
-                "no_shared_relation": proportion([h for h, s in zip(hits, shared) if not s], chance)}
+            names = [label(q, c) for q, c in zip(qs, ctx)]
+            out[f"{kind}_top1"] = {n: proportion([h for h, m in zip(hits, names) if m == n], chance) for n in labels}
         return out
 
     def _direction(self, model, qs, contexts, lp, answers) -> list[bool]:
@@ -119,6 +129,15 @@ def _shares_relation(query, context) -> bool:
     """Does a context fact other than the query's own use the query's relation (either word)?"""
     rel = query.facts[0].rel
     return any(f.rel == rel for f in context if f not in query.facts)
+
+
+def _matching_facts(query, context) -> str:
+    """"1", "2" or "3+": context facts with the query's entity in the role it has in the query's
+    own fact (subject of a forward query's fact, object of a reversed one's)."""
+    fact, entity = query.facts[0], query.prompt[0]
+    where = "x" if fact.x == entity else "y"
+    k = sum(getattr(f, where) == entity for f in context if f.rel not in (ALL, NO))
+    return str(k) if k < 3 else "3+"
 
 
 def _same_role_answer(query, pool, rng) -> str:
@@ -200,13 +219,15 @@ class RelationalExperiment(Experiment):
             if phase == "phase2":
                 results["retrieval"] = qset.evaluate(model, "retrieval")
                 results["phase1_facts"] = qset.evaluate(model, "phase1_facts")
+                by_matching_facts = qset.retrieval_by_matching_facts(model)
                 direction_control = qset.direction_control(model)
         results = {c: results[c] for c in CONDITIONS}
         return {"results": results, "self_generation": gen_stats,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
                 "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction,
                 "in_weights_direction_control": direction_control,
-                "in_context_by_shared_relation": by_shared_relation}
+                "in_context_by_shared_relation": by_shared_relation,
+                "retrieval_by_matching_facts": by_matching_facts}
 
     # -- report ------------------------------------------------------------------------------
     def summary(self, report: dict) -> str:
@@ -230,6 +251,10 @@ class RelationalExperiment(Experiment):
                               f"{v['shared_relation']['acc']:.3f} (n={v['shared_relation']['n']}), when none has: "
                               f"{v['no_shared_relation']['acc']:.3f} (n={v['no_shared_relation']['n']})"
                               for k, v in shared.items())
+        matching = report.get("retrieval_by_matching_facts", {})
+        shared_line += "".join(f"\nretrieval, {k} with the query's entity in 1 / 2 / 3+ retrieved facts in its role: "
+                               + " / ".join(f"{r['acc']:.3f} (n={r['n']})" if r["n"] else "-" for r in v.values())
+                               for k, v in matching.items())
         return (f"{table}\n{control_line}{shared_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
                 f"{_fmt(report['episode_answer_acc'])}")
