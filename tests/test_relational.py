@@ -21,6 +21,11 @@ def test_world_is_seeded_and_answers_are_unique(world):
     for kind in ("forward", "reversal"):
         prompts = [q.prompt for q in world.queries[kind]]
         assert len(prompts) == len(set(prompts)), kind  # one right answer per prompt
+    pairs = [frozenset((f.x, f.y)) for f in world.new_facts]
+    assert len(pairs) == len(set(pairs))  # never both "A r B" and "B r A"
+    # roles mix: some entity is the subject of r in one fact and the object of r in another, so
+    # "subjects of r are never objects of r" is not a rule the direction test could lean on
+    assert {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
     fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}
     new = {e for f in world.new_facts + world.new_premises for e in (f.x, f.y)}
     assert not fixed & new  # new facts are about held-out entities
