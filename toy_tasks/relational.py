@@ -107,7 +107,8 @@ class RelationalTask:
     # and the model can learn the check from them, but too slowly and unevenly for the default
     # budget: hub reversal top-1 with k = 2 / 3 after 1200 relation-only steps ranged 0.86-0.96 /
     # 0.49-0.91 over seeds (one seed had not learned binding at all), and whole headline runs
-    # gave retrieval 0.875 once and 0.46-0.725 in six others (README, headline). Mostly the hub
+    # gave retrieval 0.875 once and 0.46-0.725 in six others (README, headline; all before
+    # entities took both roles; since then seed 0 gives 0.285, binding half learned). Mostly the hub
     # is the object: the reversed query needs the check (k = 2 / 3: 0.96 / 0.91 vs 0.89 / 0.61
     # with the hub the object half the time, same probe).
     hub_fraction: float = 0.0

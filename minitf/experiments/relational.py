@@ -86,7 +86,7 @@ class QuerySet:
         """Retrieval top-1 split by k, the retrieved facts in which the query's entity has the
         role it has in the query's own fact (the object, for "B r⁻¹ ?"): with k > 1 only the
         relation tells them apart, and a model that matches the entity alone scores ≈ 1/k."""
-        return self._split_top1(model, self.retrieved, lambda q, c: _matching_facts(q, c), ("1", "2", "3+"))
+        return self._split_top1(model, self.retrieved, _matching_facts, ("1", "2", "3+"))
 
     def _split_top1(self, model, contexts, label, labels) -> dict:
         """Top-1 of forward and reversal queries in ``contexts``, split by ``label(query, context)``."""
