@@ -101,16 +101,10 @@ class RelationalTask:
     # Without them the model answers "B r⁻¹ ?" by finding *a* fact with relation r and reading
     # off its subject (in-context reversal top-1 0.49 when another context fact shares r).
     shared_relation_fraction: float = 0.5
-    # Hub episodes (off by default): one entity in 2-4 facts with different relations, the shape
-    # of a retrieved context, where only the relation finds the fact; the episode asks about the
-    # hub. They target the retrieval limit (top-1 ≈ 1/k with B the object of k retrieved facts),
-    # and the model can learn the check from them, but too slowly and unevenly for the default
-    # budget: hub reversal top-1 with k = 2 / 3 after 1200 relation-only steps ranged 0.86-0.96 /
-    # 0.49-0.91 over seeds (one seed had not learned binding at all), and whole headline runs
-    # gave retrieval 0.875 once and 0.46-0.725 in six others (README, headline; all before
-    # entities took both roles; since then seed 0 gives 0.285, binding half learned). Mostly the hub
-    # is the object: the reversed query needs the check (k = 2 / 3: 0.96 / 0.91 vs 0.89 / 0.61
-    # with the hub the object half the time, same probe).
+    # Hub episodes (off by default): one entity in 2-4 facts with different relations, as in a
+    # retrieved context, so only the relation finds the fact; the episode asks about the hub,
+    # mostly its object (the reversed query is the one that needs the check). They teach that
+    # check too slowly and unevenly for the default budget (README, headline: "Hub episodes").
     hub_fraction: float = 0.0
     hub_object_fraction: float = 0.85
     # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
@@ -180,10 +174,8 @@ class RelationalTask:
 def _relation_facts(rng, entities, n, relations) -> list[Fact]:
     """n facts with each (subject, relation) and (object, inverse) used once, so answers are
     unique, and no two facts about the same two entities (no "A r B" beside "B r A"). An entity
-    may be the subject of r in one fact and its object in another: when each entity kept one
-    role per relation, "subjects of r are never objects of r" lifted the in-weights direction
-    test with no knowledge of the pairing (0.630; 0.580 for an unrelated same-role answer; with
-    both roles allowed 0.590; 0.520)."""
+    may be the subject of r in one fact and its object in another: with one role per relation,
+    "subjects of r are never objects of r" lifted the in-weights direction test (README)."""
     facts, used, tries = [], set(), 0
     while len(facts) < n:
         tries += 1
@@ -208,16 +200,16 @@ def _episode_relation_facts(rng, ents, n, task) -> tuple[list[Fact], list[Query]
     relations, kind = task.relations(), rng.random()
     if kind < task.shared_relation_fraction:
         pair = int(rng.integers(len(relations) // 2))
-        return (_relation_facts(rng, ents, n, relations[2 * pair: 2 * pair + 2]) if n else []), []
+        return _relation_facts(rng, ents, n, relations[2 * pair: 2 * pair + 2]), []
     if n < 2 or kind >= task.shared_relation_fraction + task.hub_fraction:
-        return (_relation_facts(rng, ents, n, relations) if n else []), []
+        return _relation_facts(rng, ents, n, relations), []
     n_hub = int(rng.integers(2, min(n, 4, task.n_relations) + 1))
     hub, partners, rest = ents[0], ents[1: 1 + n_hub], ents[1 + n_hub:]
     pairs = rng.choice(len(relations) // 2, n_hub, replace=False)  # distinct pairs keep answers unique
     as_object = rng.random() < task.hub_object_fraction
     hub_facts = [Fact(e, relations[2 * k], hub) if as_object else Fact(hub, relations[2 * k], e)
                  for k, e in zip(pairs, partners)]
-    others = _relation_facts(rng, rest, n - n_hub, relations) if n > n_hub else []
+    others = _relation_facts(rng, rest, n - n_hub, relations)
     return hub_facts + others, [q for q in relation_queries(hub_facts) if q.prompt[0] == hub]
 
 

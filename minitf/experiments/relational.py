@@ -252,10 +252,10 @@ class RelationalExperiment(Experiment):
                               f"{v['no_shared_relation']['acc']:.3f} (n={v['no_shared_relation']['n']})"
                               for k, v in shared.items())
         matching = report.get("retrieval_by_matching_facts", {})
-        shared_line += "".join(f"\nretrieval, {k} with the query's entity in 1 / 2 / 3+ retrieved facts in its role: "
+        matching_line = "".join(f"\nretrieval, {k} with the query's entity in 1 / 2 / 3+ retrieved facts in its role: "
                                + " / ".join(f"{r['acc']:.3f} (n={r['n']})" if r["n"] else "-" for r in v.values())
                                for k, v in matching.items())
-        return (f"{table}\n{control_line}{shared_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
+        return (f"{table}\n{control_line}{shared_line}{matching_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
                 f"{_fmt(report['episode_answer_acc'])}")
 
