@@ -1,4 +1,5 @@
 """Trainer, checkpoints and resume: exactness and crash safety."""
+import dataclasses
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Vocab, collate
 from minitf.errors import CheckpointError, CheckpointNotFoundError, NonFiniteLossError
 from minitf.model import Transformer
-from minitf.trainer import Trainer
+from minitf.trainer import Trainer, lr_at
 from toy_tasks.induction import InductionTask
 
 TASK = InductionTask(n_symbols=10, segment_len=6, min_segment_len=3)
@@ -54,6 +55,30 @@ def test_resume_matches_uninterrupted(tmp_path):
         assert abs(resumed.losses[step] - straight.losses[step]) <= 1e-6, step
     for (name, p), q in zip(model_a.state_dict().items(), model_c.state_dict().values()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+
+
+def test_fast_step_matches_textbook_step(tmp_path):
+    """The trainer's step (foreach AdamW, SDPA, masked loss) gives the losses of the plain one:
+    naive attention, F.cross_entropy over every position, AdamW's per-parameter loop."""
+    model, trainer = make(tmp_path, 30)
+    trainer.fit()
+    torch.manual_seed(0)
+    plain = Transformer(dataclasses.replace(MODEL, attn_impl="naive"))
+    decay = [p for p in plain.parameters() if p.dim() >= 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": trainer.cfg.weight_decay},
+                             {"params": [p for p in plain.parameters() if p.dim() < 2], "weight_decay": 0.0}],
+                            betas=(0.9, 0.95), foreach=False)
+    for step in range(30):
+        batch = batch_fn(step)
+        assert bool(batch.mask.all())  # induction batches score every position, so the losses compare as is
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, trainer.cfg)
+        loss = torch.nn.functional.cross_entropy(plain(batch.inputs).flatten(0, 1), batch.targets.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(plain.parameters(), trainer.cfg.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        assert abs(loss.item() - trainer.losses[step + 1]) <= 1e-5, step
 
 
 def test_crash_mid_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
