@@ -1,18 +1,24 @@
 """CPU training-step benchmark: minitf vs a plain reference GPT with the same shapes.
 
 The reference is the textbook implementation a user would write (fused QKV linear, SDPA,
-GELU MLP, pre-LN, AdamW). Both train on the same batches; rounds are interleaved and the
-median step time of each is reported, so machine noise hits both alike. Prints tokens/s,
-their ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS, and writes
+GELU MLP, pre-LN, AdamW), run as a plain PyTorch script. Each model trains in fresh child
+processes on the same batches; the processes alternate (minitf, reference, minitf again with
+glibc's default allocator) ``--repeats`` times and the median rate of each is reported, so
+machine noise hits all alike. minitf runs as shipped, i.e. with
+``minitf.trainer.keep_freed_memory``; the third run separates that runtime setting from the
+step's arithmetic (``same_allocator_ratio``, ``allocator_speedup``). Prints tokens/s, their
+ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS; the K = 8 ensemble
+is timed in this process against sequential single steps. Writes
 bench/results/train_step-cpu.json.
 
-    python bench/train_step.py [--rounds 5] [--steps 20]
+    python bench/train_step.py [--rounds 5] [--steps 20] [--repeats 3]
 """
 import argparse
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
 
@@ -24,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minitf.config import ModelConfig, TrainConfig  # noqa: E402
 from minitf.data import Batch  # noqa: E402
 from minitf.model import Transformer  # noqa: E402
-from minitf.trainer import make_optimizer, masked_loss  # noqa: E402
+from minitf.trainer import keep_freed_memory, make_optimizer, masked_loss  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CONFIGS = {  # name: (layers, d_model, heads, ctx, vocab, batch, d_mlp)
@@ -106,25 +112,50 @@ def time_steps(fn, model, opt, batches) -> float:
     return (time.perf_counter() - start) / len(batches)
 
 
-def bench_config(name, rounds, steps) -> dict:
-    (ours, ours_opt), (ref, ref_opt), (layers, d, ctx, vocab, batch, d_mlp) = make_pair(name)
-    gen = torch.Generator().manual_seed(1)
+def random_batches(vocab, batch, ctx, steps, gen):
     batches = []
     for _ in range(steps):
         ids = torch.randint(0, vocab, (batch, ctx + 1), generator=gen)
         batches.append(Batch(ids[:, :-1], ids[:, 1:], torch.ones(batch, ctx)))
-    for fn, m, o in ((step_ours, ours, ours_opt), (step_ref, ref, ref_opt)):
-        time_steps(fn, m, o, batches[:3])  # warm-up
-    ours_t, ref_t = [], []
-    for _ in range(rounds):  # interleaved so drift in machine load affects both
-        ours_t.append(time_steps(step_ours, ours, ours_opt, batches))
-        ref_t.append(time_steps(step_ref, ref, ref_opt, batches))
-    tokens = batch * ctx
-    ours_tps, ref_tps = tokens / statistics.median(ours_t), tokens / statistics.median(ref_t)
+    return batches
+
+
+def step_rate(name, which, rounds, steps) -> float:
+    """Tokens/s of one model's training step (median over rounds): what a --child process prints."""
+    ours, ref, (layers, d, ctx, vocab, batch, d_mlp) = make_pair(name)
+    (model, opt), fn = (ours, step_ours) if which == "minitf" else (ref, step_ref)
+    batches = random_batches(vocab, batch, ctx, steps, torch.Generator().manual_seed(1))
+    time_steps(fn, model, opt, batches[:3])  # warm-up
+    return batch * ctx / statistics.median(time_steps(fn, model, opt, batches) for _ in range(rounds))
+
+
+def child_rate(name, which, allocator, rounds, steps) -> float:
+    env = {**os.environ, "MINITF_KEEP_FREED_MEMORY": "1" if allocator else "0"}
+    out = subprocess.run([sys.executable, __file__, "--child", name, which, "--rounds", str(rounds), "--steps", str(steps)],
+                         env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_config(name, rounds, steps, repeats) -> dict:
+    """Each model in fresh processes, alternating, ``repeats`` times; medians.
+
+    minitf runs as shipped (with keep_freed_memory), the reference as a plain PyTorch script
+    (glibc's defaults), and minitf once more with the defaults, which isolates the allocator:
+    ratio = shipped ÷ reference, same_allocator_ratio = minitf ÷ reference with both on defaults.
+    """
+    runs = {"minitf": [], "reference": [], "minitf_default_allocator": []}
+    for _ in range(repeats):  # interleaved so drift in machine load affects all three
+        runs["minitf"].append(child_rate(name, "minitf", True, rounds, steps))
+        runs["reference"].append(child_rate(name, "reference", False, rounds, steps))
+        runs["minitf_default_allocator"].append(child_rate(name, "minitf", False, rounds, steps))
+    ours, ref, ours_default = (statistics.median(runs[k]) for k in runs)
+    layers, d, heads, ctx, vocab, batch, d_mlp = CONFIGS[name]
     fpt = flops_per_token(layers, d, ctx, vocab, d_mlp)
     return {"config": dict(zip(("layers", "d_model", "ctx", "vocab", "batch", "d_mlp"), (layers, d, ctx, vocab, batch, d_mlp))),
-            "minitf_tokens_per_s": ours_tps, "reference_tokens_per_s": ref_tps, "ratio": ours_tps / ref_tps,
-            "flops_per_token": fpt, "minitf_gflops": ours_tps * fpt / 1e9, "reference_gflops": ref_tps * fpt / 1e9}
+            "minitf_tokens_per_s": ours, "reference_tokens_per_s": ref, "ratio": ours / ref,
+            "minitf_default_allocator_tokens_per_s": ours_default, "same_allocator_ratio": ours_default / ref,
+            "allocator_speedup": ours / ours_default, "runs_tokens_per_s": runs,
+            "flops_per_token": fpt, "minitf_gflops": ours * fpt / 1e9, "reference_gflops": ref * fpt / 1e9}
 
 
 def bench_ensemble(rounds, steps, members=8) -> dict:
@@ -140,10 +171,7 @@ def bench_ensemble(rounds, steps, members=8) -> dict:
         return Transformer(cfg)
 
     gen = torch.Generator().manual_seed(2)
-    streams = []
-    for _ in range(members):
-        ids = [torch.randint(0, vocab, (batch, ctx + 1), generator=gen) for _ in range(steps)]
-        streams.append([Batch(x[:, :-1], x[:, 1:], torch.ones(batch, ctx)) for x in ids])
+    streams = [random_batches(vocab, batch, ctx, steps, gen) for _ in range(members)]
     train_cfg = TrainConfig(steps=steps, lr=1e-3, warmup=1)
     single = make(0)
     single_opt = make_optimizer(single, train_cfg)
@@ -169,21 +197,33 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per model and config")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list from {', '.join(CONFIGS)}")
+    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    keep_freed_memory()  # what minitf's Trainer does; a no-op when MINITF_KEEP_FREED_MEMORY=0
+    if args.child:
+        print(step_rate(*args.child, args.rounds, args.steps))
+        return
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
-    for name in CONFIGS:
-        r = bench_config(name, args.rounds, args.steps)
+    names = [n for n in args.configs.split(",") if n]
+    if not names or any(n not in CONFIGS for n in names):
+        parser.error(f"--configs takes a comma list from {', '.join(CONFIGS)} (got {args.configs!r})")
+    for name in names:
+        r = bench_config(name, args.rounds, args.steps, args.repeats)
         results[name] = r
         results[f"ratio_{name}"] = r["ratio"]
         print(f"{name:<12} minitf {r['minitf_tokens_per_s']:>9,.0f} tok/s  reference {r['reference_tokens_per_s']:>9,.0f} "
-              f"tok/s  ratio {r['ratio']:.2f}  ({r['flops_per_token'] / 1e6:.2f} MFLOP/token, minitf "
+              f"tok/s  ratio {r['ratio']:.2f}  (same allocator {r['same_allocator_ratio']:.2f}, allocator "
+              f"{r['allocator_speedup']:.2f}x; {r['flops_per_token'] / 1e6:.2f} MFLOP/token, minitf "
               f"{r['minitf_gflops']:.1f} GFLOP/s)", flush=True)
     e = bench_ensemble(args.rounds, args.steps)
     results["ensemble_S_K8"] = e
     results["ensemble_ratio_K8"] = e["ratio"]
     print(f"ensemble K=8 (S): {e['ensemble_model_tokens_per_s']:,.0f} model-tok/s vs 8 sequential runs "
           f"{e['sequential_model_tokens_per_s']:,.0f}: ratio {e['ratio']:.2f}", flush=True)
-    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["peak_rss_mb"] = max(resource.getrusage(who).ru_maxrss for who in
+                                 (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
     if not args.no_write:
         os.makedirs(RESULTS, exist_ok=True)

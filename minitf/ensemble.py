@@ -21,7 +21,7 @@ from torch.func import functional_call, stack_module_state
 from minitf.config import TrainConfig
 from minitf.data import Batch
 from minitf.errors import NonFiniteLossError
-from minitf.trainer import lr_at
+from minitf.trainer import keep_freed_memory, lr_at
 
 
 class Ensemble:
@@ -74,6 +74,7 @@ def member_losses(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
 def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callable[[int], Batch]],
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[list[float]]:
     """Train every member for ``cfg.steps`` on its own data stream; returns per-member losses."""
+    keep_freed_memory()
     params = list(ensemble.params.values())
     decay = [p for p in params if p.dim() >= 3]  # (member, ...) matrices decay; biases and gains do not
     no_decay = [p for p in params if p.dim() < 3]

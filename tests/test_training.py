@@ -1,6 +1,9 @@
 """Trainer, checkpoints and resume: exactness and crash safety."""
 import dataclasses
 import os
+import platform
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,6 +82,41 @@ def test_fast_step_matches_textbook_step(tmp_path):
         opt.step()
         opt.zero_grad()
         assert abs(loss.item() - trainer.losses[step + 1]) <= 1e-5, step
+
+
+FAULTS_PER_STEP = """
+import resource, torch
+from minitf.config import ModelConfig, TrainConfig
+from minitf.data import Batch
+from minitf.model import Transformer
+from minitf.trainer import keep_freed_memory, make_optimizer, masked_loss
+print(keep_freed_memory())
+torch.manual_seed(0)
+model = Transformer(ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256, vocab_size=256, n_ctx=64))
+opt = make_optimizer(model, TrainConfig())
+for step in range(13):
+    if step == 3:  # after warm-up
+        start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ids = torch.randint(0, 256, (32, 65))
+    masked_loss(model(ids[:, :-1]), Batch(ids[:, :-1], ids[:, 1:], torch.ones(32, 64))).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 10)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="keep_freed_memory is a glibc setting")
+def test_keep_freed_memory_stops_page_faulting_every_step():
+    """With glibc's defaults each step maps its activations afresh (hundreds of page faults);
+    kept, they are reused. MINITF_KEEP_FREED_MEMORY=0 restores the defaults."""
+    faults = {}
+    for flag in ("0", "1"):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP], capture_output=True, text=True, check=True,
+                             env={**os.environ, "MINITF_KEEP_FREED_MEMORY": flag}, cwd=os.path.dirname(os.path.dirname(__file__)))
+        applied, per_step = out.stdout.split()
+        assert applied == ("True" if flag == "1" else "False")
+        faults[flag] = float(per_step)
+    assert faults["1"] < 50 and faults["0"] > 4 * faults["1"], faults
 
 
 def test_crash_mid_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
