@@ -30,11 +30,12 @@ def keep_freed_memory() -> bool:
     """Stop glibc from giving freed activation memory back to the OS between training steps.
 
     By default glibc serves blocks over its (adaptive) mmap threshold with fresh mmaps and trims
-    the heap top, so every step page-faults its activations in again: 300–1,900 minor faults per
-    S step and 3,600–15,000 per M step of ``bench/train_step.py``. A fixed 32 MB mmap threshold and
-    a 1 GB trim threshold keep the memory mapped (5–70 faults per step); the process holds its
-    peak working set instead. The bench measures the speed-up (``allocator_speedup_*``). glibc
-    only (a no-op elsewhere); ``MINITF_KEEP_FREED_MEMORY=0`` turns it off. Returns whether it applied.
+    the heap top, so every step page-faults its activations in again (hundreds to thousands of
+    minor faults per step of bench/train_step.py's configs). A fixed 32 MB mmap threshold and a
+    1 GB trim threshold keep that memory mapped (0–100 faults per step); the process holds its
+    peak working set instead. The bench measures the speed-up (its ``allocator_speedup``; README,
+    Performance). glibc only (a no-op elsewhere); ``MINITF_KEEP_FREED_MEMORY=0`` turns it off.
+    Returns whether it applied.
     """
     if os.environ.get("MINITF_KEEP_FREED_MEMORY", "1") == "0" or platform.libc_ver()[0] != "glibc":
         return False
