@@ -26,6 +26,14 @@ def test_world_is_seeded_and_answers_are_unique(world):
     # roles mix: some entity is the subject of r in one fact and the object of r in another, so
     # "subjects of r are never objects of r" is not a rule the direction test could lean on
     assert {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
+    # the default layout, chains: an entity is the subject of at most one new fact and the
+    # object of at most one, so a retrieved context holds one fact with B as object
+    subjects, objects = [f.x for f in world.new_facts], [f.y for f in world.new_facts]
+    assert len(set(subjects)) == len(subjects) and len(set(objects)) == len(objects)
+    # chains of 4 facts under one relation: 150 of the 250 held-out entities take both roles of r
+    both = {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
+    assert len(both) == 150 and all(f.rel == g.rel for f, g in zip(world.new_facts, world.new_facts[1:])
+                                    if f.y == g.x)
     fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}
     new = {e for f in world.new_facts + world.new_premises for e in (f.x, f.y)}
     assert not fixed & new  # new facts are about held-out entities
@@ -196,7 +204,22 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(shared_relation_fraction=0.6, hub_fraction=0.6).validate()
     # 20 held-out entities hold at most 20 * 8 / 2 facts: rejected up front, not an endless draw
     with pytest.raises(ValueError, match="200 facts cannot be drawn from 20 held-out entities"):
-        RelationalTask(n_entities=320).validate()
+        RelationalTask(n_entities=320, new_fact_layout="random").validate()
+    with pytest.raises(ValueError, match="200 new facts in chains of 4 need 250 held-out entities"):
+        RelationalTask(n_entities=500).validate()
+    with pytest.raises(ValueError, match="new_fact_layout must be one of"):
+        RelationalTask(new_fact_layout="ring").validate()
+
+
+def test_random_layout_puts_entities_in_several_facts():
+    """The other layout: the same number of facts, entities reused across them (the world in
+    which retrieved contexts hold several facts with B as object)."""
+    world = RelationalTask(n_entities=450, new_fact_layout="random").build_world(np.random.default_rng(0))
+    assert len(world.new_facts) == 200
+    objects = [f.y for f in world.new_facts]
+    assert len(set(objects)) < len(objects)
+    prompts = [q.prompt for q in world.queries["reversal"]]
+    assert len(prompts) == len(set(prompts))
 
 
 def test_ranking_metrics_on_hand_made_scores():
