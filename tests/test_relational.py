@@ -6,7 +6,8 @@ from minitf.config import ModelConfig
 from minitf.data import Vocab
 from minitf.evaluate import kway_correct, proportion, top1_correct, wilson_interval
 from toy_tasks import Example
-from toy_tasks.relational import INVERSE, RelationalTask
+from toy_tasks.relational import RelationalTask
+from toy_tasks.relational_facts import INVERSE
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
     from minitf.experiments.relational import QuerySet, _matching_facts
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
-    from toy_tasks.relational import Fact
+    from toy_tasks.relational_facts import Fact
 
     q = world.queries["reversal"][0]  # "B r⁻¹ ?" about the fact A r B
     a, rel, b = q.facts[0].x, q.facts[0].rel, q.facts[0].y

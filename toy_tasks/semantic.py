@@ -28,7 +28,7 @@ import numpy as np
 from toy_tasks.example import Example
 from toy_tasks.hierarchy import (ATTRIBUTES, BOS, END, N_PHRASINGS, PHRASINGS, SPLITS, Fact, Hierarchy, Query, build_tree,
                                  fresh_episode, root_of)
-from toy_tasks.relational import entity_names
+from toy_tasks.relational_facts import entity_names
 
 @dataclass
 class SemanticTask:

@@ -36,7 +36,8 @@ from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
 from minitf.experiments.base import Experiment, RunContext
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
-from toy_tasks.relational import ALL, NO, Fact, RelationalTask
+from toy_tasks.relational import RelationalTask
+from toy_tasks.relational_facts import ALL, NO, Fact
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval", "phase1_facts")
 KINDS = ("forward", "reversal", "syllogism")
