@@ -212,6 +212,20 @@ def test_invalid_task_config_is_rejected():
         RelationalTask(new_fact_layout="ring").validate()
 
 
+def test_tiny_worlds_still_get_k_distinct_candidates():
+    """A 20-entity category forest can reach only 3 roots (this seed does): the 4-way
+    candidates are then filled with other entities of the facts, never the answer twice."""
+    task = RelationalTask(n_entities=75, n_fixed_entities=12, n_fixed_facts=10, n_new_facts=20, n_chain_entities=20)
+    world = task.build_world(np.random.default_rng([1, 77]))
+    rng = np.random.default_rng(0)
+    queries = world.queries["syllogism"]
+    assert len({q.answer for q in queries}) < 4  # the case being tested
+    for q in queries:
+        cands = world.candidates(q, rng, queries)
+        assert cands[0] == q.answer and len(set(cands)) == 4
+        assert not set(cands[1:]) & {*q.exclude, *q.prompt}
+
+
 def test_random_layout_puts_entities_in_several_facts():
     """The other layout: the same number of facts, entities reused across them (the world in
     which retrieved contexts hold several facts with B as object)."""

@@ -221,8 +221,13 @@ class World:
 
     # -- evaluation prompts -------------------------------------------------------------
     def candidates(self, query: Query, rng: np.random.Generator, pool: list[Query], k: int = 4) -> list[str]:
-        """The answer plus k-1 same-role distractors: answers of other queries of the kind."""
+        """The answer plus k-1 same-role distractors: answers of other queries of the kind. A tiny
+        world can have fewer of those (a small category forest may reach only 3 roots); then the
+        other entities of the kind's facts, in name order, fill the set."""
         others = sorted({q.answer for q in pool} - {query.answer} - set(query.exclude))
+        if len(others) < k - 1:
+            taken = {query.answer, *query.exclude, *query.prompt, *others}
+            others += sorted({e for q in pool for f in q.facts for e in (f.x, f.y)} - taken)[: k - 1 - len(others)]
         return [query.answer] + [str(x) for x in rng.choice(others, k - 1, replace=False)]
 
     def query_example(self, query: Query, context: list[Fact], candidates: list[str],
