@@ -26,13 +26,13 @@ def test_world_is_seeded_and_answers_are_unique(world):
     assert len(pairs) == len(set(pairs))  # never both "A r B" and "B r A"
     # roles mix: some entity is the subject of r in one fact and the object of r in another, so
     # "subjects of r are never objects of r" is not a rule the direction test could lean on
-    assert {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
+    both = {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
+    assert both
     # the default layout, chains: an entity is the subject of at most one new fact and the
     # object of at most one, so a retrieved context holds one fact with B as object
     subjects, objects = [f.x for f in world.new_facts], [f.y for f in world.new_facts]
     assert len(set(subjects)) == len(subjects) and len(set(objects)) == len(objects)
     # chains of 4 facts under one relation: 150 of the 250 held-out entities take both roles of r
-    both = {(f.x, f.rel) for f in world.new_facts} & {(f.y, f.rel) for f in world.new_facts}
     assert len(both) == 150 and all(f.rel == g.rel for f, g in zip(world.new_facts, world.new_facts[1:])
                                     if f.y == g.x)
     fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}

@@ -83,7 +83,8 @@ class RelationalTask:
         if not 1 <= self.n_relations <= len(RELATION_PAIRS):
             raise ValueError(f"n_relations must be in 1..{len(RELATION_PAIRS)} (got {self.n_relations})")
         held_out = self.n_entities - self.n_fixed_entities - self.n_chain_entities
-        # ≥ 20 chain entities give ≥ 4 root categories, so 4-way candidates exist for every query
+        # ≥ 20 chain entities give ≥ 4 root categories; where the leaves reach fewer of them,
+        # World.candidates fills the 4-way set from the facts' other entities
         if held_out < 20 or self.n_fixed_entities < 10 or self.n_chain_entities < 20:
             raise ValueError("n_entities must leave >= 10 fixed, >= 20 chain and >= 20 held-out entities "
                              f"(got {self.n_fixed_entities} fixed, {self.n_chain_entities} chain, {held_out} held out)")
