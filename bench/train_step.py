@@ -8,7 +8,8 @@ machine noise hits all alike. minitf runs as shipped, i.e. with
 ``minitf.trainer.keep_freed_memory``; the third run separates that runtime setting from the
 step's arithmetic (``same_allocator_ratio``, ``allocator_speedup``). Prints tokens/s, their
 ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS; the K = 8 ensemble
-is timed in this process against sequential single steps. Writes
+is timed in this process against sequential single steps, beside two bounds on any ensemble:
+one model at 8x the batch, and one single-threaded process per core. Writes
 bench/results/train_step-cpu.json.
 
     python bench/train_step.py [--rounds 5] [--steps 20] [--repeats 3]
@@ -120,8 +121,10 @@ def random_batches(vocab, batch, ctx, steps, gen):
     return batches
 
 
-def step_rate(name, which, rounds, steps) -> float:
+def step_rate(name, which, rounds, steps, threads=0) -> float:
     """Tokens/s of one model's training step (median over rounds): what a --child process prints."""
+    if threads:
+        torch.set_num_threads(threads)
     ours, ref, (layers, d, ctx, vocab, batch, d_mlp) = make_pair(name)
     (model, opt), fn = (ours, step_ours) if which == "minitf" else (ref, step_ref)
     batches = random_batches(vocab, batch, ctx, steps, torch.Generator().manual_seed(1))
@@ -129,11 +132,36 @@ def step_rate(name, which, rounds, steps) -> float:
     return batch * ctx / statistics.median(time_steps(fn, model, opt, batches) for _ in range(rounds))
 
 
+def child_command(name, which, rounds, steps, threads=0) -> list[str]:
+    return [sys.executable, __file__, "--child", name, which, "--rounds", str(rounds), "--steps", str(steps),
+            "--child-threads", str(threads)]
+
+
 def child_rate(name, which, allocator, rounds, steps) -> float:
     env = {**os.environ, "MINITF_KEEP_FREED_MEMORY": "1" if allocator else "0"}
-    out = subprocess.run([sys.executable, __file__, "--child", name, which, "--rounds", str(rounds), "--steps", str(steps)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(child_command(name, which, rounds, steps), env=env, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
+
+
+def one_process_per_core(rounds, steps, repeats) -> dict:
+    """The most any split of ensemble members over this machine's cores could reach (config S).
+
+    Alternates one minitf S process using every thread (how sequential seeds run) with one
+    single-threaded S process per thread, all at once (members spread over cores with nothing
+    shared); the ratio of their aggregate tokens/s bounds any threaded or multi-process ensemble."""
+    cores = torch.get_num_threads()
+    alone, together = [], []
+    for _ in range(repeats):
+        alone.append(child_rate("S", "minitf", True, rounds, steps))
+        procs = [subprocess.Popen(child_command("S", "minitf", rounds, steps, threads=1), stdout=subprocess.PIPE,
+                                  text=True) for _ in range(cores)]
+        outs = [p.communicate()[0] for p in procs]
+        if any(p.returncode for p in procs):
+            raise RuntimeError("a single-threaded benchmark process failed")
+        together.append(sum(float(o.strip().splitlines()[-1]) for o in outs))
+    one, many = statistics.median(alone), statistics.median(together)
+    return {"processes": cores, "one_process_tokens_per_s": one, "one_process_per_core_tokens_per_s": many,
+            "ratio": many / one, "runs_tokens_per_s": {"one_process": alone, "one_process_per_core": together}}
 
 
 def bench_config(name, rounds, steps, repeats) -> dict:
@@ -208,10 +236,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per model and config")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list from {', '.join(CONFIGS)}")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "MODEL"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-threads", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     keep_freed_memory()  # what minitf's Trainer does; a no-op when MINITF_KEEP_FREED_MEMORY=0
     if args.child:
-        print(step_rate(*args.child, args.rounds, args.steps))
+        print(step_rate(*args.child, args.rounds, args.steps, args.child_threads))
         return
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     names = [n for n in args.configs.split(",") if n]
@@ -232,6 +261,11 @@ def main():
     print(f"ensemble K=8 (S): {e['ensemble_model_tokens_per_s']:,.0f} model-tok/s vs 8 sequential runs "
           f"{e['sequential_model_tokens_per_s']:,.0f}: ratio {e['ratio']:.2f}; one model at 8x the batch "
           f"{e['one_model_wide_batch_tokens_per_s']:,.0f} tok/s: ceiling {e['ceiling_ratio']:.2f}", flush=True)
+    c = one_process_per_core(args.rounds, args.steps, args.repeats)
+    results["one_process_per_core_S"] = c
+    results["ensemble_core_parallel_ceiling"] = c["ratio"]
+    print(f"one single-threaded S process per core ({c['processes']}): {c['one_process_per_core_tokens_per_s']:,.0f} "
+          f"tok/s vs one {c['one_process_tokens_per_s']:,.0f}: ceiling {c['ratio']:.2f}", flush=True)
     results["peak_rss_mb"] = max(resource.getrusage(who).ru_maxrss for who in
                                  (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
     print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
