@@ -132,15 +132,22 @@ def step_rate(name, which, rounds, steps, threads=0) -> float:
     return batch * ctx / statistics.median(time_steps(fn, model, opt, batches) for _ in range(rounds))
 
 
-def child_command(name, which, rounds, steps, threads=0) -> list[str]:
-    return [sys.executable, __file__, "--child", name, which, "--rounds", str(rounds), "--steps", str(steps),
-            "--child-threads", str(threads)]
+def child_rates(name, which, allocator, rounds, steps, threads=0, processes=1) -> list[float]:
+    """Tokens/s printed by ``processes`` --child processes run at once (``threads`` each; 0: torch's default)."""
+    env = {**os.environ, "MINITF_KEEP_FREED_MEMORY": "1" if allocator else "0"}
+    cmd = [sys.executable, __file__, "--child", name, which, "--rounds", str(rounds), "--steps", str(steps),
+           "--child-threads", str(threads)]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        if p.returncode:
+            raise RuntimeError(f"benchmark child {name} {which} failed:\n{err}")
+    return [float(out.strip().splitlines()[-1]) for out, _ in outs]
 
 
 def child_rate(name, which, allocator, rounds, steps) -> float:
-    env = {**os.environ, "MINITF_KEEP_FREED_MEMORY": "1" if allocator else "0"}
-    out = subprocess.run(child_command(name, which, rounds, steps), env=env, capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return child_rates(name, which, allocator, rounds, steps)[0]
 
 
 def one_process_per_core(rounds, steps, repeats) -> dict:
@@ -153,12 +160,7 @@ def one_process_per_core(rounds, steps, repeats) -> dict:
     alone, together = [], []
     for _ in range(repeats):
         alone.append(child_rate("S", "minitf", True, rounds, steps))
-        procs = [subprocess.Popen(child_command("S", "minitf", rounds, steps, threads=1), stdout=subprocess.PIPE,
-                                  text=True) for _ in range(cores)]
-        outs = [p.communicate()[0] for p in procs]
-        if any(p.returncode for p in procs):
-            raise RuntimeError("a single-threaded benchmark process failed")
-        together.append(sum(float(o.strip().splitlines()[-1]) for o in outs))
+        together.append(sum(child_rates("S", "minitf", True, rounds, steps, threads=1, processes=cores)))
     one, many = statistics.median(alone), statistics.median(together)
     return {"processes": cores, "one_process_tokens_per_s": one, "one_process_per_core_tokens_per_s": many,
             "ratio": many / one, "runs_tokens_per_s": {"one_process": alone, "one_process_per_core": together}}
