@@ -1,16 +1,26 @@
-"""Fused causal attention in Triton, FlashAttention-2 style: forward, backward, autograd.
+"""Fused attention in Triton, FlashAttention-2 style: forward, backward, autograd, limits.
 
-Forward (one program per block of BLOCK_M queries of one (batch, head)):
-  stream over key blocks, keep a running row max m and normalizer l (online softmax), rescale
-  the output accumulator when the max grows; never materialize the (seq × seq) scores.
-  Store O = acc / l and the row log-sum-exp LSE = m + log l (so exact patterns can be
-  recomputed later as exp(QKᵀ·scale − LSE)).
-Backward (Dao 2023): delta = rowsum(dO ∘ O); one pass over query blocks per key block
-  accumulates dK, dV; one pass over key blocks per query block accumulates dQ. P is
-  recomputed from LSE, so memory stays linear in sequence length.
+Sources: FlashAttention-2 (Dao 2023, arXiv:2307.08691) for the algorithm and the split of the
+backward into a key-block pass (dK, dV) and a query-block pass (dQ); the Triton fused-attention
+tutorial (06-fused-attention) for the causal fast path. Written for this project.
 
-Runs on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 set before
-importing triton) — how the tests run on machines without a GPU.
+Forward, one program per block of BLOCK_M queries of one (batch, head): stream over key blocks
+keeping a running row max m and normalizer l (online softmax, base 2), rescale the output
+accumulator when the max grows; store O = acc / l and LSE = m + log l (natural log).
+Backward: delta = rowsum(dO ∘ O); P = exp(QKᵀ·scale − LSE) is recomputed block by block;
+dS = P ∘ (dO Vᵀ − delta); per key block dV = Σ Pᵀ dO, dK = Σ dSᵀ Q · scale; per query block
+dQ = Σ dS K · scale. Memory stays linear in the sequence length.
+
+Fast path: the key (or query) loop is split into ranges compiled with constexpr mask flags.
+Causal: off-diagonal blocks see every key and run with no masks at all; only the diagonal
+block applies the causal mask. Bounds masks exist only when EVEN_N is false (the length is not
+a multiple of both block sizes) and then only in the one tail or diagonal range. fp16/bf16
+inputs stay fp16/bf16 into tl.dot (tensor cores) with fp32 accumulators; fp32 inputs use exact
+IEEE products. Block sizes are autotuned among configs whose shared memory fits the GPU.
+
+Runs compiled on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 set before
+triton is imported). What runs where is stated once in SUPPORTED_HEAD_DIMS / SUPPORTED_DTYPES
+and checked by ``unsupported_reason``.
 """
 import math
 import os
@@ -19,164 +29,339 @@ import torch
 import triton
 import triton.language as tl
 
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
-HEAD_DIMS = (16, 32, 64, 128)
-LOG2E = 1.4426950408889634
+try:  # the knob that made @triton.jit build interpreted functions in this process
+    from triton import knobs as _knobs
+
+    INTERPRET = bool(_knobs.runtime.interpret)
+except ImportError:  # triton < 3.4
+    INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+# ---- limits: the one statement of what this backend supports ------------------------------
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)  # tl.arange needs a power of two; ≥ 16 for tl.dot
+SUPPORTED_DTYPES = {
+    "cuda": (torch.float16, torch.bfloat16, torch.float32),
+    # Triton's interpreter runs tiles through numpy, which has no bfloat16: it keeps bf16 as
+    # raw uint16 and tl.dot multiplies the integers (measured errors ~1e9). fp16 is computed
+    # in float32 by numpy's matmul and is correct; fp64 serves gradcheck.
+    "interpreter": (torch.float16, torch.float32, torch.float64),
+}
+HEAD_DIMS = SUPPORTED_HEAD_DIMS  # older name
 
 
-def _configs(pairs):
-    if INTERPRET:  # the interpreter is slow per program: one small config, no autotuning
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+def _names(dtypes):
+    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
+
+
+def unsupported_reason(head_dim: int, dtype: torch.dtype, device_type: str, interpreter: bool) -> str | None:
+    """None if the kernel supports (head_dim, dtype) on ``device_type`` ("cuda", "cpu", ...) in
+    this execution mode (``interpreter``: TRITON_INTERPRET=1 was set before importing triton,
+    see ``INTERPRET``); otherwise a one-line reason that names the fix. Raises nothing."""
+    if device_type not in ("cuda", "cpu"):
+        return (f"q is on {device_type}, where the Triton kernel cannot run: it runs on cuda, or on cpu "
+                f"in Triton's interpreter; move the tensors to cuda or use attn_impl='sdpa'")
+    if device_type == "cpu" and not interpreter:
+        return ("on cpu the Triton kernel runs only in Triton's interpreter: set TRITON_INTERPRET=1 "
+                "before triton is imported (e.g. in the shell), or use cuda or attn_impl='sdpa'")
+    kind = "interpreter" if interpreter else "cuda"
+    allowed = SUPPORTED_DTYPES[kind]
+    if dtype not in allowed:
+        where = "in Triton's CPU interpreter" if interpreter else "on cuda"
+        why = (" (the interpreter has no bfloat16 arithmetic and would return wrong numbers)"
+               if interpreter and dtype == torch.bfloat16 else "")
+        return (f"dtype {dtype} is not supported {where}{why}; allowed: {_names(allowed)} — cast q, k, v "
+                f"to one of these (float32 is always safe) or use attn_impl='sdpa'")
+    if head_dim not in SUPPORTED_HEAD_DIMS:
+        return (f"head_dim {head_dim} is not supported; allowed: {SUPPORTED_HEAD_DIMS} — pick d_head from "
+                f"these (d_model = n_heads × d_head) or use attn_impl='sdpa'")
+    return None
+
+
+# ---- autotuning -------------------------------------------------------------------------------
+AUTOTUNE = os.environ.get("MINITF_FLASH_AUTOTUNE", "1") != "0"  # "0": first config that fits
+
+
+def _configs(pairs, interp):
+    """GPU configs (BLOCK_M queries, BLOCK_N keys, warps, stages) in order of preference; in the
+    interpreter one small config (it is slow per program, and num_warps/stages mean nothing)."""
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": interp[0], "BLOCK_N": interp[1]}, num_warps=1, num_stages=1)]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in pairs]
 
 
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)])
-BWD_CONFIGS = _configs([(64, 64, 4, 3), (32, 128, 4, 3), (128, 64, 8, 3), (64, 128, 8, 3)])
+# fwd and dq loop over key blocks inside a query block (BLOCK_M % BLOCK_N == 0); dkdv loops over
+# query blocks inside a key block (BLOCK_N % BLOCK_M == 0): the diagonal is whole inner blocks.
+FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)], (32, 16))
+DKDV_CONFIGS = _configs([(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2)], (16, 32))
+DQ_CONFIGS = _configs([(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2)], (32, 16))
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=["N_CTX", "HEAD_DIM", "CAUSAL"])
+def _smem_bytes(kernel, cfg, head_dim, elt):
+    """Estimated shared memory: the resident tile(s) plus num_stages pipelined copies of the
+    streamed tiles (K, V for fwd/dq; Q, dO for dkdv)."""
+    m, n, s = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_stages
+    resident, streamed = {"fwd": (m, 2 * n), "dq": (2 * m, 2 * n), "dkdv": (2 * n, 2 * m)}[kernel]
+    return elt * head_dim * (resident + s * streamed)
+
+
+def _shared_memory_limit():
+    try:
+        return triton.runtime.driver.active.utils.get_device_properties(torch.cuda.current_device())["max_shared_mem"]
+    except Exception:  # unknown driver API: assume the smallest of recent GPUs (sm_86)
+        return 101376
+
+
+def _pruner(kernel):
+    def prune(configs, named_args, **kwargs):
+        limit, elt = _shared_memory_limit(), named_args["Q"].element_size()
+        fits = [c for c in configs if _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
+        fits = fits or [min(configs, key=lambda c: _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt))]
+        return fits if AUTOTUNE else fits[:1]
+    return {"early_config_prune": prune}
+
+
+def _even(args):
+    return args["N_CTX"] % args["BLOCK_M"] == 0 and args["N_CTX"] % args["BLOCK_N"] == 0
+
+
+KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
+
+
+# ---- shared @triton.jit helpers ---------------------------------------------------------------
+@triton.jit
+def _load_tile(base, idx, dims, s_idx, s_dim, N_CTX, MASKED: tl.constexpr):
+    """(len(idx), HEAD_DIM) tile of rows ``idx``; rows ≥ N_CTX read as 0 only when MASKED."""
+    ptrs = base + idx[:, None] * s_idx + dims[None, :] * s_dim
+    if MASKED:
+        tile = tl.load(ptrs, mask=(idx < N_CTX)[:, None], other=0.0)
+    else:
+        tile = tl.load(ptrs)
+    return tile
+
+
+@triton.jit
+def _load_kv(k_base, v_base, cols, dims, sks, skd, svs, svd, N_CTX, MASKED: tl.constexpr):
+    return (_load_tile(k_base, cols, dims, sks, skd, N_CTX, MASKED),
+            _load_tile(v_base, cols, dims, svs, svd, N_CTX, MASKED))
+
+
+@triton.jit
+def _load_query_side(q_base, do_base, lse_base, delta_base, rows, dims, sqs, sqd, sds, sdd, N_CTX,
+                     MASKED: tl.constexpr):
+    """The backward's per-query-block tiles: q, dO, and LSE, delta (rows ≥ N_CTX → 0)."""
+    q = _load_tile(q_base, rows, dims, sqs, sqd, N_CTX, MASKED)
+    do = _load_tile(do_base, rows, dims, sds, sdd, N_CTX, MASKED)
+    if MASKED:
+        lse = tl.load(lse_base + rows, mask=rows < N_CTX, other=0.0)
+        delta = tl.load(delta_base + rows, mask=rows < N_CTX, other=0.0)
+    else:
+        lse = tl.load(lse_base + rows)
+        delta = tl.load(delta_base + rows)
+    return q, do, lse, delta
+
+
+@triton.jit
+def _p_and_ds(q, k, v, do, lse, delta, rows, cols, sm_scale, N_CTX, MASK_CAUSAL: tl.constexpr,
+              MASK_BOUNDS: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """Recomputed probabilities P and score gradients dS for one (query, key) block pair."""
+    qk = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(ACC)
+    p = tl.exp2(qk * (sm_scale * 1.4426950408889634) - lse[:, None] * 1.4426950408889634)
+    if MASK_CAUSAL:
+        p = tl.where(cols[None, :] <= rows[:, None], p, 0.0)
+    if MASK_BOUNDS:
+        p = tl.where((rows < N_CTX)[:, None] & (cols < N_CTX)[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
+    return p, p * (dp - delta[:, None])
+
+
+# ---- forward ----------------------------------------------------------------------------------
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, lo, hi, qk_scale, N_CTX,
+               BLOCK_N: tl.constexpr, MASK_CAUSAL: tl.constexpr, MASK_BOUNDS: tl.constexpr,
+               PRECISION: tl.constexpr, ACC: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = tl.multiple_of(start_n, BLOCK_N) + tl.arange(0, BLOCK_N)
+        k, v = _load_kv(k_base, v_base, cols, dims, sks, skd, svs, svd, N_CTX, MASK_BOUNDS)
+        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(ACC) * qk_scale
+        if MASK_CAUSAL:
+            qk = tl.where(cols[None, :] <= rows[:, None], qk, float("-inf"))
+        if MASK_BOUNDS:
+            qk = tl.where((cols < N_CTX)[None, :], qk, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))  # finite: every row sees a key in its first block
+        p = tl.exp2(qk - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=KEY, prune_configs_by=_pruner("fwd"))
+@triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, sm_scale,
                 sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sos, sod,
                 H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    start_m = tl.program_id(0)
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
-    b, h = bh // H, bh % H
-    rows = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tl.arange(0, BLOCK_N)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    rows = start_m + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD_DIM)
-    row_ok = rows < N_CTX
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqs + dims[None, :] * sqd,
-                mask=row_ok[:, None], other=0.0)
-    k_base = K + b * skb + h * skh
-    v_base = V + b * svb + h * svh
+    q = _load_tile(Q + b * sqb + h * sqh, rows, dims, sqs, sqd, N_CTX, not EVEN_N)
+    k_base, v_base = K + b * skb + h * skh, V + b * svb + h * svh
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=ACC)
     l_i = tl.zeros([BLOCK_M], dtype=ACC)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=ACC)
-    qk_scale = sm_scale * 1.4426950408889634  # work in base 2: exp2 is the fast instruction
-    hi = tl.minimum((start_m + 1) * BLOCK_M, N_CTX) if CAUSAL else N_CTX
-    for start_n in range(0, hi, BLOCK_N):
-        kcols = start_n + cols
-        col_ok = kcols < N_CTX
-        k = tl.load(k_base + kcols[None, :] * sks + dims[:, None] * skd, mask=col_ok[None, :], other=0.0)
-        qk = tl.dot(q, k, input_precision=PRECISION).to(ACC) * qk_scale
-        keep = col_ok[None, :]
-        if CAUSAL:
-            keep = keep & (kcols[None, :] <= rows[:, None])
-        qk = tl.where(keep, qk, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        p = tl.exp2(qk - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + kcols[:, None] * svs + dims[None, :] * svd, mask=col_ok[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION).to(ACC)
-        m_i = m_new
-    acc = acc / l_i[:, None]
-    tl.store(O + b * sob + h * soh + rows[:, None] * sos + dims[None, :] * sod,
-             acc.to(O.dtype.element_ty), mask=row_ok[:, None])
-    # natural-log LSE: (m + log2 l) · ln 2
-    tl.store(LSE + bh * N_CTX + rows, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=row_ok)
+    qk_scale = sm_scale * 1.4426950408889634  # base 2: exp2 is the fast instruction
+    if CAUSAL:  # keys before the diagonal block: all visible, all in bounds → no masks
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, start_m,
+                                   qk_scale, N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+        hi = start_m + BLOCK_M if EVEN_N else tl.minimum(start_m + BLOCK_M, N_CTX)
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, start_m, hi,
+                                   qk_scale, N_CTX, BLOCK_N, True, not EVEN_N, PRECISION, ACC)
+    else:
+        full = N_CTX if EVEN_N else (N_CTX // BLOCK_N) * BLOCK_N
+        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, full,
+                                   qk_scale, N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+        if not EVEN_N:  # the one partial key block
+            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, full,
+                                       N_CTX, qk_scale, N_CTX, BLOCK_N, False, True, PRECISION, ACC)
+    o_ptrs = O + b * sob + h * soh + rows[:, None] * sos + dims[None, :] * sod
+    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # natural-log LSE
+    if EVEN_N:
+        tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty))
+        tl.store(LSE + bh * N_CTX + rows, lse)
+    else:
+        tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=(rows < N_CTX)[:, None])
+        tl.store(LSE + bh * N_CTX + rows, lse, mask=rows < N_CTX)
 
 
+# ---- backward ---------------------------------------------------------------------------------
 @triton.jit
 def _bwd_preprocess(O, DO, DELTA, sob, soh, sos, sod, sdb, sdh, sds, sdd, H, N_CTX,
                     HEAD_DIM: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     bh = tl.program_id(1)
-    b, h = bh // H, bh % H
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     dims = tl.arange(0, HEAD_DIM)
-    ok = rows < N_CTX
-    o = tl.load(O + b * sob + h * soh + rows[:, None] * sos + dims[None, :] * sod, mask=ok[:, None], other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sds + dims[None, :] * sdd, mask=ok[:, None], other=0.0)
-    tl.store(DELTA + bh * N_CTX + rows, tl.sum(o.to(ACC) * do.to(ACC), 1), mask=ok)
+    o = _load_tile(O + b * sob + h * soh, rows, dims, sos, sod, N_CTX, True)
+    do = _load_tile(DO + b * sdb + h * sdh, rows, dims, sds, sdd, N_CTX, True)
+    tl.store(DELTA + bh * N_CTX + rows, tl.sum(o.to(ACC) * do.to(ACC), 1), mask=rows < N_CTX)
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=["N_CTX", "HEAD_DIM", "CAUSAL"])
+@triton.jit
+def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims, lo, hi,
+                sm_scale, N_CTX, BLOCK_M: tl.constexpr, MASK_CAUSAL: tl.constexpr, MASK_BOUNDS: tl.constexpr,
+                PRECISION: tl.constexpr, ACC: tl.constexpr):
+    for start_m in range(lo, hi, BLOCK_M):
+        rows = tl.multiple_of(start_m, BLOCK_M) + tl.arange(0, BLOCK_M)
+        q, do, lse, delta = _load_query_side(q_base, do_base, lse_base, delta_base, rows, dims, sqs, sqd, sds, sdd,
+                                             N_CTX, MASK_BOUNDS)
+        p, ds = _p_and_ds(q, k, v, do, lse, delta, rows, cols, sm_scale, N_CTX, MASK_CAUSAL, MASK_BOUNDS,
+                          PRECISION, ACC)
+        dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.autotune(configs=DKDV_CONFIGS, key=KEY, prune_configs_by=_pruner("dkdv"))
+@triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale,
                      sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sdb, sdh, sds, sdd,
-                     H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
-                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                     H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                     ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
     """One program per key block: dV = Σ Pᵀ dO, dK = Σ dSᵀ Q · scale over query blocks."""
     start_n = tl.program_id(0) * BLOCK_N
     bh = tl.program_id(1)
-    b, h = bh // H, bh % H
-    kcols = start_n + tl.arange(0, BLOCK_N)
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
+    cols = start_n + tl.arange(0, BLOCK_N)
     dims = tl.arange(0, HEAD_DIM)
-    col_ok = kcols < N_CTX
-    k = tl.load(K + b * skb + h * skh + kcols[:, None] * sks + dims[None, :] * skd, mask=col_ok[:, None], other=0.0)
-    v = tl.load(V + b * svb + h * svh + kcols[:, None] * svs + dims[None, :] * svd, mask=col_ok[:, None], other=0.0)
+    k, v = _load_kv(K + b * skb + h * skh, V + b * svb + h * svh, cols, dims, sks, skd, svs, svd, N_CTX, not EVEN_N)
+    q_base, do_base = Q + b * sqb + h * sqh, DO + b * sdb + h * sdh
+    lse_base, delta_base = LSE + bh * N_CTX, DELTA + bh * N_CTX
     dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=ACC)
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=ACC)
-    # causal: queries before this key block never see it
-    lo = (start_n // BLOCK_M) * BLOCK_M if CAUSAL else 0
-    for start_m in range(lo, N_CTX, BLOCK_M):
-        rows = start_m + tl.arange(0, BLOCK_M)
-        row_ok = rows < N_CTX
-        q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqs + dims[None, :] * sqd, mask=row_ok[:, None], other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sds + dims[None, :] * sdd, mask=row_ok[:, None], other=0.0)
-        lse = tl.load(LSE + bh * N_CTX + rows, mask=row_ok, other=0.0)
-        delta = tl.load(DELTA + bh * N_CTX + rows, mask=row_ok, other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(ACC) * sm_scale
-        keep = row_ok[:, None] & col_ok[None, :]
-        if CAUSAL:
-            keep = keep & (kcols[None, :] <= rows[:, None])
-        p = tl.where(keep, tl.exp(qk - lse[:, None]), 0.0)  # (BLOCK_M, BLOCK_N)
-        dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=PRECISION).to(ACC)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
-        ds = p * (dp - delta[:, None])
-        dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION).to(ACC)
-    dk = dk * sm_scale
-    out = bh * N_CTX * HEAD_DIM + kcols[:, None] * HEAD_DIM + dims[None, :]
-    tl.store(DK + out, dk.to(DK.dtype.element_ty), mask=col_ok[:, None])
-    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=col_ok[:, None])
+    lo = 0
+    if CAUSAL:  # queries before this key block never see it; the diagonal ones see part of it
+        hi = start_n + BLOCK_N if EVEN_N else tl.minimum(start_n + BLOCK_N, N_CTX)
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
+                             start_n, hi, sm_scale, N_CTX, BLOCK_M, True, not EVEN_N, PRECISION, ACC)
+        lo = start_n + BLOCK_N
+    full = N_CTX if EVEN_N else lo + tl.maximum(N_CTX - lo, 0) // BLOCK_M * BLOCK_M
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
+                         lo, full, sm_scale, N_CTX, BLOCK_M, False, False, PRECISION, ACC)
+    if not EVEN_N:  # the one partial query block
+        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
+                             full, N_CTX, sm_scale, N_CTX, BLOCK_M, False, True, PRECISION, ACC)
+    out = bh.to(tl.int64) * N_CTX * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :]
+    if EVEN_N:
+        tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty))
+        tl.store(DV + out, dv.to(DV.dtype.element_ty))
+    else:
+        tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=(cols < N_CTX)[:, None])
+        tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=(cols < N_CTX)[:, None])
 
 
-@triton.autotune(configs=BWD_CONFIGS, key=["N_CTX", "HEAD_DIM", "CAUSAL"])
+@triton.jit
+def _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, lo, hi, sm_scale, N_CTX,
+              BLOCK_N: tl.constexpr, MASK_CAUSAL: tl.constexpr, MASK_BOUNDS: tl.constexpr,
+              PRECISION: tl.constexpr, ACC: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        cols = tl.multiple_of(start_n, BLOCK_N) + tl.arange(0, BLOCK_N)
+        k, v = _load_kv(k_base, v_base, cols, dims, sks, skd, svs, svd, N_CTX, MASK_BOUNDS)
+        p, ds = _p_and_ds(q, k, v, do, lse, delta, rows, cols, sm_scale, N_CTX, MASK_CAUSAL, MASK_BOUNDS,
+                          PRECISION, ACC)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq
+
+
+@triton.autotune(configs=DQ_CONFIGS, key=KEY, prune_configs_by=_pruner("dq"))
+@triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
                    sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sdb, sdh, sds, sdd,
-                   H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                   H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+                   ACC: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, EVEN_N: tl.constexpr):
     """One program per query block: dQ = Σ dS K · scale over key blocks."""
     start_m = tl.program_id(0) * BLOCK_M
     bh = tl.program_id(1)
-    b, h = bh // H, bh % H
+    b, h = (bh // H).to(tl.int64), (bh % H).to(tl.int64)
     rows = start_m + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, HEAD_DIM)
-    row_ok = rows < N_CTX
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqs + dims[None, :] * sqd, mask=row_ok[:, None], other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + rows[:, None] * sds + dims[None, :] * sdd, mask=row_ok[:, None], other=0.0)
-    lse = tl.load(LSE + bh * N_CTX + rows, mask=row_ok, other=0.0)
-    delta = tl.load(DELTA + bh * N_CTX + rows, mask=row_ok, other=0.0)
+    q, do, lse, delta = _load_query_side(Q + b * sqb + h * sqh, DO + b * sdb + h * sdh, LSE + bh * N_CTX,
+                                         DELTA + bh * N_CTX, rows, dims, sqs, sqd, sds, sdd, N_CTX, not EVEN_N)
+    k_base, v_base = K + b * skb + h * skh, V + b * svb + h * svh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=ACC)
-    hi = tl.minimum(start_m + BLOCK_M, N_CTX) if CAUSAL else N_CTX
-    for start_n in range(0, hi, BLOCK_N):
-        kcols = start_n + tl.arange(0, BLOCK_N)
-        col_ok = kcols < N_CTX
-        k = tl.load(K + b * skb + h * skh + kcols[:, None] * sks + dims[None, :] * skd, mask=col_ok[:, None], other=0.0)
-        v = tl.load(V + b * svb + h * svh + kcols[:, None] * svs + dims[None, :] * svd, mask=col_ok[:, None], other=0.0)
-        qk = tl.dot(q, tl.trans(k), input_precision=PRECISION).to(ACC) * sm_scale
-        keep = row_ok[:, None] & col_ok[None, :]
-        if CAUSAL:
-            keep = keep & (kcols[None, :] <= rows[:, None])
-        p = tl.where(keep, tl.exp(qk - lse[:, None]), 0.0)
-        dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
-        ds = p * (dp - delta[:, None])
-        dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION).to(ACC)
-    out = bh * N_CTX * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :]
-    tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=row_ok[:, None])
+    if CAUSAL:
+        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, start_m, sm_scale,
+                       N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+        hi = start_m + BLOCK_M if EVEN_N else tl.minimum(start_m + BLOCK_M, N_CTX)
+        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, start_m, hi, sm_scale,
+                       N_CTX, BLOCK_N, True, not EVEN_N, PRECISION, ACC)
+    else:
+        full = N_CTX if EVEN_N else (N_CTX // BLOCK_N) * BLOCK_N
+        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, full, sm_scale,
+                       N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+        if not EVEN_N:
+            dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, full, N_CTX,
+                           sm_scale, N_CTX, BLOCK_N, False, True, PRECISION, ACC)
+    out = bh.to(tl.int64) * N_CTX * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :]
+    if EVEN_N:
+        tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty))
+    else:
+        tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=(rows < N_CTX)[:, None])
 
 
+# ---- autograd ---------------------------------------------------------------------------------
 def _strides(t):
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
 def _meta(dtype, dim, causal):
-    """Compile-time constants: exact IEEE products for fp32/fp64 inputs (tf32 would lose ~3
-    digits; fp16/bf16 ignore the setting) and float64 accumulation for float64 inputs, so
-    gradcheck can run in the interpreter."""
+    """Compile-time constants: exact IEEE products for fp32/fp64 (tf32 would lose ~3 digits;
+    fp16/bf16 go to tensor cores whatever the setting) and float64 accumulation for float64
+    inputs, so gradcheck can run in the interpreter."""
     return dict(HEAD_DIM=dim, CAUSAL=causal,
                 PRECISION="ieee" if dtype in (torch.float32, torch.float64) else None,
                 ACC=tl.float64 if dtype == torch.float64 else tl.float32)
@@ -207,8 +392,9 @@ class _FlashAttention(torch.autograd.Function):
         batch, heads, seq, dim = q.shape
         delta = torch.empty_like(lse)
         meta = _meta(q.dtype, dim, ctx.causal)
-        _bwd_preprocess[(triton.cdiv(seq, 16), batch * heads)](
-            o, do, delta, *_strides(o), *_strides(do), heads, seq, HEAD_DIM=dim, ACC=meta["ACC"], BLOCK=16)
+        block = 16 if INTERPRET else 128
+        _bwd_preprocess[(triton.cdiv(seq, block), batch * heads)](
+            o, do, delta, *_strides(o), *_strides(do), heads, seq, HEAD_DIM=dim, ACC=meta["ACC"], BLOCK=block)
         dq, dk, dv = (torch.empty((batch, heads, seq, dim), device=q.device, dtype=q.dtype) for _ in range(3))
         args = (ctx.sm_scale, *_strides(q), *_strides(k), *_strides(v), *_strides(do), heads, seq)
         _bwd_dkdv_kernel[lambda m: (triton.cdiv(seq, m["BLOCK_N"]), batch * heads)](
@@ -231,26 +417,29 @@ def _validate(q, k, v, sm_scale):
             raise ValueError(f"{name} dtype {t.dtype} must equal q dtype {q.dtype}")
         if t.device != q.device:
             raise ValueError(f"{name} is on {t.device} but q is on {q.device}; put q, k, v on one device")
-    allowed = [torch.float16, torch.bfloat16, torch.float32] + ([torch.float64] if q.device.type == "cpu" else [])
-    if q.dtype not in allowed:
-        raise ValueError(f"q, k, v dtype {q.dtype} is not supported on {q.device.type}; "
-                         f"allowed: {', '.join(str(d) for d in allowed)}")
-    if q.shape[-1] not in HEAD_DIMS:
-        raise ValueError(f"head_dim {q.shape[-1]} is not supported; allowed: {HEAD_DIMS}")
-    if q.device.type == "cpu" and not INTERPRET:
-        raise ValueError("q is on the CPU, where the Triton kernel runs only in the interpreter: set "
-                         "TRITON_INTERPRET=1 before importing triton, or move q, k, v to CUDA")
-    if q.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"q is on {q.device.type}; the kernel runs on cuda (or cpu in the interpreter)")
+    reason = unsupported_reason(q.shape[-1], q.dtype, q.device.type, INTERPRET)
+    if reason:
+        raise ValueError(reason)
+    if 0 in q.shape:
+        raise ValueError(f"q has an empty dimension, shape {tuple(q.shape)}; batch, heads and seq must be ≥ 1")
+    if q.dtype == torch.bfloat16 and not INTERPRET and torch.cuda.get_device_capability(q.device)[0] < 8:
+        raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); "
+                         f"{torch.cuda.get_device_name(q.device)} is older: use float16")
     if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
         raise ValueError(f"sm_scale must be a positive number or None (got {sm_scale!r})")
 
 
 def flash_attention(q, k, v, causal: bool = True, sm_scale: float | None = None, return_lse: bool = False):
-    """softmax(q kᵀ · sm_scale [causal mask]) v for (batch, heads, seq, head_dim) tensors.
+    """softmax(q kᵀ · sm_scale [causal mask]) v, fused (FlashAttention-2, Dao 2023).
 
-    Returns ``o`` (like q) or ``(o, lse)`` with lse the float32 log-sum-exp of each query
-    row's scaled scores, (batch, heads, seq). Differentiable through ``o``.
+    q, k, v: (batch, heads, seq, head_dim), one dtype and device, any strides; seq ≥ 1,
+    head_dim in SUPPORTED_HEAD_DIMS, dtype in SUPPORTED_DTYPES["cuda"] (fp16/bf16/fp32) on CUDA
+    or SUPPORTED_DTYPES["interpreter"] (fp16/fp32/fp64) under TRITON_INTERPRET=1.
+    causal: query i sees keys 0..i. sm_scale: default 1/sqrt(head_dim).
+    Returns ``o`` (shape and dtype of q, contiguous) or ``(o, lse)`` with lse the float32
+    natural-log log-sum-exp of each query row's scaled scores, (batch, heads, seq).
+    Differentiable through ``o`` (dq, dk, dv in q's dtype).
+    Raises ValueError, before any launch, for bad input (message says what and the fix).
     """
     _validate(q, k, v, sm_scale)
     scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(q.shape[-1])
