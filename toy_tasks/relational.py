@@ -18,6 +18,11 @@ trained one direction only (in weights), or placed in the prompt among distracto
 context), plus augmentation (reversals/inferences added to training) and retrieval
 (the trained sentences that mention the query's entity put back in context). The words, the
 fact and query types and the draws of fact sets live in ``toy_tasks.relational_facts``.
+
+Your own facts: ``facts_file`` names a JSON file of relational facts (``toy_tasks.user_facts``).
+The fixed world stays generated (the same as without the file, for the same seed); the user's
+facts and category premises replace the generated new facts and forest, their relation pairs
+join the relations of episodes, and their words join the entities that episodes draw.
 """
 import argparse
 from dataclasses import dataclass
@@ -25,9 +30,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from toy_tasks.example import Example
-from toy_tasks.relational_facts import (ALL, ARE, ASK, BOS, END, NO, RELATION_PAIRS, Fact, Query, ask,
+from toy_tasks.relational_facts import (ALL, ARE, ASK, BOS, END, INVERSE, NO, RELATION_PAIRS, Fact, Query, ask,
                                         draw_episode_relation_facts, draw_forest, draw_relation_chains,
-                                        draw_relation_facts, entity_names, relation_queries)
+                                        draw_relation_facts, entity_names, relation_queries, retrieved_facts)
+from toy_tasks.user_facts import UserFacts, check_user_world, load_user_facts
 
 SPLITS = ("reversal", "syllogism")
 NEW_FACT_LAYOUTS = ("chains", "random")
@@ -69,12 +75,12 @@ class RelationalTask:
     # check too slowly and unevenly for the default budget (README, headline: "Hub episodes").
     hub_fraction: float = 0.0
     hub_object_fraction: float = 0.85
-    # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
-    # facts only, then on the full mix. Premise chains from the start slowed relation binding
-    # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.78 after 700 + 700, 0.80 after 900 + 700).
-    relation_steps: int = 900
     new_fact_fraction: float = 0.5  # phase 2: new-fact documents; the rest replays phase 1's mix
-    phase2_steps: int = 250  # entities in both roles need a little more than 200 (oracle 0.955 at 200)
+    # Your own facts: a JSON file (toy_tasks.user_facts) whose facts and category premises
+    # replace the generated new facts and forest; "" = generated. ``facts_sha256``, if set, pins
+    # the file's content (a run's config.json then refuses a changed file on resume).
+    facts_file: str = ""
+    facts_sha256: str = ""
 
     def validate(self):
         wanted = self.split_list()
@@ -119,53 +125,87 @@ class RelationalTask:
         if min(fractions) < 0 or max(fractions) > 1 or self.shared_relation_fraction + self.hub_fraction > 1:
             raise ValueError("shared_relation_fraction, hub_fraction and hub_object_fraction must be in [0, 1], "
                              f"and the first two sum to <= 1 (got {fractions})")
-        if self.relation_steps < 0:
-            raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
-        if self.phase2_steps < 1:
-            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
         if self.queries_per_episode < 1 or self.n_distractors < 0 or self.sentences_per_doc < 1:
             raise ValueError("queries_per_episode and sentences_per_doc must be >= 1, n_distractors >= 0")
+        self.user_facts()  # the file's own checks, then those against this task
         return self
 
-    def split_list(self) -> list[str]:
-        return [s.strip() for s in self.splits.split(",") if s.strip()]
+    def user_facts(self) -> UserFacts | None:
+        """The parsed ``facts_file`` (None without one), checked against this task: its words are
+        not generated entity names, ``facts_sha256`` (if set) matches, the splits find their facts,
+        and every prompt fits ``max_seq_len()``. Raises ValueError (one line per problem)."""
+        if not self.facts_file:
+            return None
+        user = load_user_facts(self.facts_file, reserved=entity_names(self.n_entities))
+        check_user_world(user, self.split_list(), self.facts_sha256, self.max_seq_len(), self.n_distractors)
+        return user
 
-    def relations(self) -> list[str]:
-        return [r for pair in RELATION_PAIRS[: self.n_relations] for r in pair]
+    def relations(self, user: UserFacts | None = None) -> list[str]:
+        """Relation words pair by pair: the first ``n_relations`` built-in pairs, then the pairs
+        of ``facts_file`` not among them (``user``: the file already parsed)."""
+        builtin = [r for pair in RELATION_PAIRS[: self.n_relations] for r in pair]
+        user = user or self.user_facts()
+        return builtin + ([r for pair in user.pairs for r in pair if pair[0] not in builtin] if user else [])
 
     def vocab_tokens(self) -> list[str]:
-        return [BOS, END, ASK, ALL, NO, ARE] + self.relations() + entity_names(self.n_entities)
+        user = self.user_facts()
+        return ([BOS, END, ASK, ALL, NO, ARE] + self.relations(user) + entity_names(self.n_entities)
+                + (list(user.entities) if user else []))
 
     def max_seq_len(self) -> int:
         context = 5 * (self.max_facts + 2 + self.n_distractors + 6)  # retrieval adds a few sentences
         return 1 + context + 6 * self.queries_per_episode
 
+    def split_list(self) -> list[str]:
+        return [s.strip() for s in self.splits.split(",") if s.strip()]
+
     def build_world(self, rng: np.random.Generator) -> "World":
-        return World(self, rng)
+        """The world for ``rng`` (with ``facts_file``: the file is read, checked and hashed here)."""
+        return World(self, rng, self.user_facts())
 
 
 class World:
-    """Entities, the fixed world's facts, and the new facts of the data-matched test."""
+    """Entities, the fixed world's facts, and the new facts of the data-matched test.
 
-    def __init__(self, task: RelationalTask, rng: np.random.Generator):
+    entities:      every entity word (generated names, then the user's words); episodes draw
+                   from all of them and top-1 ranks over all of them
+    relations:     relation words pair by pair (``task.relations()``); ``inverse`` maps each
+                   word to its inverse
+    fixed_facts:   the phase-1 world (generated, built-in relations), trained both directions
+    new_facts, new_premises: phase 2, trained one direction; with ``user`` they are the user's
+    queries:       {"forward" | "reversal" | "syllogism": [Query]} about the new facts
+    facts_sha256:  the sha256 of ``task.facts_file`` ("" without one)
+    """
+
+    def __init__(self, task: RelationalTask, rng: np.random.Generator, user: UserFacts | None = None):
         self.task = task
         names = entity_names(task.n_entities)
-        self.entities = names
+        self.entities = names + (list(user.entities) if user else [])
+        self.relations = task.relations(user)
+        self.inverse = INVERSE | (user.inverse() if user else {})
+        self.facts_sha256 = user.sha256 if user else ""
         perm = [names[i] for i in rng.permutation(len(names))]
         fixed = perm[: task.n_fixed_entities]
         chain = perm[task.n_fixed_entities: task.n_fixed_entities + task.n_chain_entities]
         held = perm[task.n_fixed_entities + task.n_chain_entities:]
-        rels = task.relations()
+        rels = [r for pair in RELATION_PAIRS[: task.n_relations] for r in pair]  # the built-in ones
         splits = task.split_list()
         self.fixed_facts = draw_relation_facts(rng, fixed, task.n_fixed_facts, rels)
-        self.new_facts = []
-        if "reversal" in splits and task.new_fact_layout == "chains":
-            self.new_facts = draw_relation_chains(rng, held, task.n_new_facts, rels, task.facts_per_chain)
-        elif "reversal" in splits:
-            self.new_facts = draw_relation_facts(rng, held, task.n_new_facts, rels)
-        self.new_premises, syllogisms = draw_forest(rng, chain) if "syllogism" in splits else ([], [])
+        self.new_facts, self.new_premises, relational, syllogisms = [], [], [], []
+        if user is not None:  # the user's facts and premises in place of generated ones
+            if "reversal" in splits:
+                self.new_facts, relational = list(user.facts), list(user.relation_queries)
+            if "syllogism" in splits:
+                self.new_premises, syllogisms = list(user.premises), list(user.syllogism_queries)
+        else:
+            if "reversal" in splits and task.new_fact_layout == "chains":
+                self.new_facts = draw_relation_chains(rng, held, task.n_new_facts, rels, task.facts_per_chain)
+            elif "reversal" in splits:
+                self.new_facts = draw_relation_facts(rng, held, task.n_new_facts, rels)
+            self.new_premises, syllogisms = draw_forest(rng, chain) if "syllogism" in splits else ([], [])
+            relational = relation_queries(self.new_facts)
         self.queries = {"forward": [], "reversal": [], "syllogism": syllogisms}
-        for q in relation_queries(self.new_facts):
+        for q in relational:
             self.queries[q.kind].append(q)
         self.fixed_queries = relation_queries(self.fixed_facts)
 
@@ -187,9 +227,10 @@ class World:
                 queries.append(Query("syllogism", (NO, a, ARE), d, (chain[0], chain[2])))
             facts += chain
         n_rel = max(0, n_facts - len(facts)) if "reversal" in splits else 0
-        rel_facts, hard = draw_episode_relation_facts(rng, ents[: 2 * n_facts + 2], n_rel, task)
+        rel_facts, hard = draw_episode_relation_facts(rng, ents[: 2 * n_facts + 2], n_rel, task,
+                                                      self.relations, self.inverse)
         facts += rel_facts
-        queries += relation_queries(rel_facts)
+        queries += relation_queries(rel_facts, self.inverse)
         order = rng.permutation(len(facts))
         tokens = [BOS] + [t for i in order for t in facts[i].tokens()]
         picks = rng.choice(len(queries), task.queries_per_episode, replace=len(queries) < task.queries_per_episode)
@@ -214,7 +255,7 @@ class World:
 
     def fixed_world_sentences(self) -> list[Fact]:
         """The fixed world is trained in both directions (it is the sanity row)."""
-        return self.fixed_facts + [f.reversed() for f in self.fixed_facts]
+        return self.fixed_facts + [f.reversed(self.inverse) for f in self.fixed_facts]
 
     def new_sentences(self) -> list[Fact]:
         """The new facts as trained in weights: one direction only."""
@@ -241,28 +282,25 @@ class World:
                        candidates=candidates, answer=query.answer, kind=query.kind)
 
     def in_context(self, query: Query, rng: np.random.Generator) -> list[Fact]:
-        """The query's facts among distractor facts (other new facts of the same kind)."""
+        """The query's facts among distractor facts (other new facts of the same kind; fewer
+        where a user's file has fewer)."""
         pool = self.new_premises if query.kind == "syllogism" else self.new_facts
         pool = [f for f in pool if f not in query.facts]
-        picks = [pool[i] for i in rng.choice(len(pool), self.task.n_distractors, replace=False)]
+        picks = [pool[i] for i in rng.choice(len(pool), min(self.task.n_distractors, len(pool)), replace=False)]
         context = list(query.facts) + picks
         return [context[i] for i in rng.permutation(len(context))]
 
     def retrieve(self, query: Query, trained: list[Fact], rng: np.random.Generator) -> list[Fact]:
-        """Trained sentences about the query's entity (two forward hops for syllogisms) + distractors."""
-        entity = query.prompt[1] if query.kind == "syllogism" else query.prompt[0]
-        if query.kind == "syllogism":
-            first = [f for f in trained if f.x == entity]
-            found = first + [f for f in trained if f.x in {g.y for g in first} and f not in first]
-        else:
-            found = [f for f in trained if entity in (f.x, f.y)]
+        """Trained sentences about the query's entity (two forward hops for syllogisms) + distractors
+        (fewer where a user's entity is in nearly every fact)."""
+        found = retrieved_facts(query, trained)
         rest = [f for f in trained if f not in found]
-        found += [rest[i] for i in rng.choice(len(rest), self.task.n_distractors, replace=False)]
+        found += [rest[i] for i in rng.choice(len(rest), min(self.task.n_distractors, len(rest)), replace=False)]
         return [found[i] for i in rng.permutation(len(found))]
 
     def oracle_augmentation(self) -> list[Fact]:
         """True reversals of the new relation facts and true conclusions of the syllogisms."""
-        out = [f.reversed() for f in self.new_facts]
+        out = [f.reversed(self.inverse) for f in self.new_facts]
         out += [Fact(q.prompt[1], q.prompt[0], q.answer) for q in self.queries["syllogism"]]
         return out
 
@@ -270,15 +308,15 @@ class World:
         """(prompt tokens, (x, rel)) for each inference the model is asked to generate in context."""
         out = []
         for f in self.new_facts:
-            r = f.reversed()
+            r = f.reversed(self.inverse)
             out.append(([BOS] + f.tokens() + ask((r.x, r.rel)), (r.x, r.rel)))
         for q in self.queries["syllogism"]:
             out.append(([BOS] + [t for p in q.facts for t in p.tokens()] + ask(q.prompt), (q.prompt[1], q.prompt[0])))
         return out
 
 
-def show(n: int, seed: int = 0) -> None:
-    task = RelationalTask()
+def show(n: int, seed: int = 0, facts_file: str = "") -> None:
+    task = RelationalTask(facts_file=facts_file).validate()
     rng = np.random.default_rng(seed)
     world = task.build_world(rng)
     print("== episodes (answers scored) ==")
@@ -300,4 +338,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="print examples of the relational corpora")
     parser.add_argument("--show", type=int, default=3, help="how many of each kind")
     parser.add_argument("--seed", type=int, default=0)
-    show(parser.parse_args().show, parser.parse_args().seed)
+    parser.add_argument("--facts", default="", help="a JSON file of your own facts (toy_tasks.user_facts)")
+    args = parser.parse_args()
+    try:
+        show(args.show, args.seed, args.facts)
+    except ValueError as e:
+        parser.exit(2, f"{e}\n")

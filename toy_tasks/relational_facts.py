@@ -3,7 +3,9 @@
 A fact is one sentence of a fixed shape (``A r B .``, ``all A are B .``, ``no A are B .``); a
 query is a prompt whose next token is the answer. The draws here make sets of facts with
 unique answers for the world's fixed and new facts, for episodes, and for the category forest;
-``toy_tasks.relational`` builds the task and its world from them.
+``toy_tasks.relational`` builds the task and its world from them. Inverses are the built-in
+``INVERSE`` unless a function is given a world's own map (a user's facts add relation pairs:
+``toy_tasks.user_facts``).
 """
 from dataclasses import dataclass
 
@@ -45,8 +47,10 @@ class Fact:
     def tokens(self) -> list[str]:
         return sentence(self.x, self.rel, self.y)
 
-    def reversed(self) -> "Fact":
-        return Fact(self.y, INVERSE[self.rel], self.x)
+    def reversed(self, inverse: dict | None = None) -> "Fact":
+        """``B r⁻¹ A`` for ``A r B``; ``inverse`` maps a relation word to its inverse (default:
+        the built-in pairs). Raises KeyError for a relation it does not hold (or a premise)."""
+        return Fact(self.y, (INVERSE if inverse is None else inverse)[self.rel], self.x)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Query:
     contrast: tuple = ()  # same prompt with the opposite relation, for the direction test
 
 
-def draw_relation_facts(rng, entities, n, relations) -> list[Fact]:
+def draw_relation_facts(rng, entities, n, relations, inverse=INVERSE) -> list[Fact]:
     """n facts with each (subject, relation) and (object, inverse) used once, so answers are
     unique, and no two facts about the same two entities (no "A r B" beside "B r A"). An entity
     may be the subject of r in one fact and its object in another: with one role per relation,
@@ -74,7 +78,7 @@ def draw_relation_facts(rng, entities, n, relations) -> list[Fact]:
                              "lower the number of facts or raise n_entities / n_relations")
         x, y = rng.choice(entities, 2, replace=False)
         rel = relations[rng.integers(len(relations) // 2) * 2]  # the first word of a pair
-        keys = {(x, rel), (y, INVERSE[rel]), frozenset((x, y))}
+        keys = {(x, rel), (y, inverse[rel]), frozenset((x, y))}
         if keys & used:
             continue
         used |= keys
@@ -97,25 +101,27 @@ def draw_relation_chains(rng, entities, n, relations, per_chain: int) -> list[Fa
     return facts
 
 
-def draw_episode_relation_facts(rng, ents, n, task) -> tuple[list[Fact], list[Query]]:
+def draw_episode_relation_facts(rng, ents, n, task, relations=None,
+                                inverse=INVERSE) -> tuple[list[Fact], list[Query]]:
     """n relation facts over ``ents`` (2n + 2 fresh entities) for an episode, and the queries it
     must ask (empty unless it is a hub episode). Either every fact shares one relation (only the
     entity finds the fact), or one hub entity is in several facts (only the relation does), or
-    neither."""
-    relations, kind = task.relations(), rng.random()
+    neither. ``relations``: the world's relation words, pair by pair (default ``task.relations()``),
+    with their ``inverse`` map."""
+    relations, kind = relations or task.relations(), rng.random()
     if kind < task.shared_relation_fraction:
         pair = int(rng.integers(len(relations) // 2))
-        return draw_relation_facts(rng, ents, n, relations[2 * pair: 2 * pair + 2]), []
+        return draw_relation_facts(rng, ents, n, relations[2 * pair: 2 * pair + 2], inverse), []
     if n < 2 or kind >= task.shared_relation_fraction + task.hub_fraction:
-        return draw_relation_facts(rng, ents, n, relations), []
-    n_hub = int(rng.integers(2, min(n, 4, task.n_relations) + 1))
+        return draw_relation_facts(rng, ents, n, relations, inverse), []
+    n_hub = int(rng.integers(2, min(n, 4, len(relations) // 2) + 1))
     hub, partners, rest = ents[0], ents[1: 1 + n_hub], ents[1 + n_hub:]
     pairs = rng.choice(len(relations) // 2, n_hub, replace=False)  # distinct pairs keep answers unique
     as_object = rng.random() < task.hub_object_fraction
     hub_facts = [Fact(e, relations[2 * k], hub) if as_object else Fact(hub, relations[2 * k], e)
                  for k, e in zip(pairs, partners)]
-    others = draw_relation_facts(rng, rest, n - n_hub, relations)
-    return hub_facts + others, [q for q in relation_queries(hub_facts) if q.prompt[0] == hub]
+    others = draw_relation_facts(rng, rest, n - n_hub, relations, inverse)
+    return hub_facts + others, [q for q in relation_queries(hub_facts, inverse) if q.prompt[0] == hub]
 
 
 def draw_forest(rng, entities) -> tuple[list[Fact], list[Query]]:
@@ -143,10 +149,22 @@ def draw_forest(rng, entities) -> tuple[list[Fact], list[Query]]:
     return premises, queries
 
 
-def relation_queries(facts: list[Fact]) -> list[Query]:
+def retrieved_facts(query: Query, trained: list[Fact]) -> list[Fact]:
+    """The trained sentences retrieval puts in context for ``query`` (before distractors): those
+    that mention the query's entity, or for a syllogism two forward hops from its subject."""
+    entity = query.prompt[1] if query.kind == "syllogism" else query.prompt[0]
+    if query.kind == "syllogism":
+        first = [f for f in trained if f.x == entity]
+        return first + [f for f in trained if f.x in {g.y for g in first} and f not in first]
+    return [f for f in trained if entity in (f.x, f.y)]
+
+
+def relation_queries(facts: list[Fact], inverse=INVERSE) -> list[Query]:
+    """Per fact ``A r B``: forward ``A r ?`` → B and reversal ``B r⁻¹ ?`` → A, each with the
+    opposite relation as the direction test's contrast prompt."""
     out = []
     for f in facts:
-        r = f.reversed()
-        out.append(Query("forward", (f.x, f.rel), f.y, (f,), contrast=(f.x, INVERSE[f.rel])))
+        r = f.reversed(inverse)
+        out.append(Query("forward", (f.x, f.rel), f.y, (f,), contrast=(f.x, inverse[f.rel])))
         out.append(Query("reversal", (r.x, r.rel), r.y, (f,), contrast=(r.x, f.rel)))
     return out
