@@ -20,12 +20,10 @@ problem: ``<file>: <entry, e.g. facts[3]>: <problem>: <fix>``. The rules (each o
   reversal to test), one inverse per word across pairs, and a built-in relation word
   (``RELATION_PAIRS``) keeps its built-in inverse; ``"a": "b"`` and ``"b": "a"`` may both appear;
 - "facts": each ``[subject, relation, object]`` with a relation of "inverses" (either side), two
-  different entities, no entity that is a relation word; and one fact per pair of entities: a
-  second fact about the same two is reported as a duplicate (``A r B`` twice), a converse
-  (``B r⁻¹ A``: the same fact backwards, which would train the reversal in weights), a
-  contradiction (``B r A`` or ``A r⁻¹ B``: relations are asymmetric), or another relation
-  (``A s B`` / ``B s A``: the reversal query of one would be answerable by the association the
-  other trains in weights — the generated worlds keep the same rule);
+  different entities, no entity that is a relation word; one fact per pair of entities (as in
+  the generated worlds): a second one is a duplicate, a converse (``B r⁻¹ A``: it would train
+  the reversal in weights), a contradiction (``B r A``: relations are asymmetric), or another
+  relation (``A s B`` / ``B s A``: the association it trains would answer the reversal);
 - at least ``MIN_FACTS`` (8) facts, and each query's 4-way candidates (its answer and 3 others
   of the same role: objects for forward queries, subjects for reversed ones) exist without
   counting other true answers of its prompt;
@@ -63,7 +61,7 @@ class UserFacts:
     facts:              ``Fact(subject, relation, object)``, in file order
     premises:           ``Fact(X, "all" | "no", Y)``, the category premises in file order
     entities:           every entity and category word, in order of first appearance
-    relation_queries:   per fact, its forward then its reversal ``Query`` (others true answers
+    relation_queries:   per fact, its forward then its reversal ``Query`` (other true answers
                         of the same prompt in ``exclude``)
     syllogism_queries:  the premises' two-hop conclusions as ``Query`` (kind "syllogism")
     """
@@ -100,8 +98,8 @@ class _Problems:
 
     def raise_if_any(self) -> None:
         if self.lines:
-            more = len(self.lines) - MAX_LINES
-            raise ValueError("\n".join(self.lines[:MAX_LINES] + ([f"... and {more} more problems"] if more > 0 else [])))
+            more = [f"... and {len(self.lines) - MAX_LINES} more problems"] if len(self.lines) > MAX_LINES else []
+            raise ValueError("\n".join(self.lines[:MAX_LINES] + more))
 
 
 def _show(entry) -> str:
@@ -127,14 +125,11 @@ def _read(path: str) -> tuple[dict, bytes]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_Object)
     except FileNotFoundError:
         fail.add("file", f"not found (working directory {os.getcwd()}): check the path")
-        fail.raise_if_any()
     except OSError as e:
         fail.add("file", f"cannot be read ({e.strerror}): check the path and its permissions")
-        fail.raise_if_any()
-    try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_Object)
     except UnicodeDecodeError:
         fail.add("file", "is not UTF-8 text: save it as UTF-8 JSON")
     except json.JSONDecodeError as e:
@@ -147,9 +142,8 @@ def _read(path: str) -> tuple[dict, bytes]:
         fail.raise_if_any()
     for key in data.twice:
         fail.add(f'"{key}"', "appears twice at the top level: keep one")
-    for key in data:
-        if key not in KEYS:
-            fail.add(f'"{key}"', f'unknown key: the keys are "inverses", "facts" and "categories" (optional)')
+    for key in [k for k in data if k not in KEYS]:
+        fail.add(f'"{key}"', 'unknown key: the keys are "inverses", "facts" and "categories" (optional)')
     for key, typ, example in (("inverses", dict, '{"parent_of": "child_of"}'),
                               ("facts", list, '[["ann", "parent_of", "bob"], ...]'),
                               ("categories", list, '[["all", "wug", "are", "dax"], ...]')):
@@ -243,9 +237,9 @@ def _read_facts(entries: list, inverse: dict, broken: set, problems: _Problems, 
     return facts
 
 
-def _relation_queries(facts: list, inverse: dict, problems: _Problems) -> list:
+def _relation_queries(facts: list, inverse: dict, problems: _Problems, check: bool) -> list:
     """Forward and reversal queries of ``facts`` ((index, Fact) pairs), other true answers of each
-    prompt excluded; checks that each has 3 same-role distractors for its 4-way candidates."""
+    prompt excluded; ``check``: that each has 3 same-role distractors for its 4-way candidates."""
     index = {f: i for i, f in facts}
     facts = [f for _, f in facts]
     answers = {}
@@ -262,7 +256,7 @@ def _relation_queries(facts: list, inverse: dict, problems: _Problems) -> list:
     pool = {k: {q.answer for q in out if q.kind == k} for k in role}
     for q in out:
         others = pool[q.kind] - {q.answer, *q.exclude}
-        if len(others) < 3:
+        if check and len(others) < 3:
             problems.add(f"facts[{index[q.facts[0]]}]", f'its {q.kind} query "{" ".join(q.prompt)} ?" has '
                          f"{len(others)} other {role[q.kind]}s to rank against (4-way candidates need 3 "
                          f"{role[q.kind]}s of other facts that are not true answers to it): add facts with "
@@ -321,9 +315,9 @@ def _up(word, parents) -> set:
     return out
 
 
-def _syllogisms(premises: list, problems: _Problems) -> list:
-    """Two-hop conclusions of ``premises`` ((index, Fact) pairs), other true answers excluded,
-    each checked for 3 distractors as ``World.candidates`` picks them."""
+def _syllogisms(premises: list, problems: _Problems, check: bool) -> list:
+    """Two-hop conclusions of ``premises`` ((index, Fact) pairs), other true answers excluded;
+    ``check``: that there are some, each with 3 distractors as ``World.candidates`` picks them."""
     parents, no_with = {}, {}
     for _, p in premises:
         if p.rel == ALL:
@@ -348,7 +342,7 @@ def _syllogisms(premises: list, problems: _Problems) -> list:
             out.append(Query("syllogism", (p2.rel, p1.x, ARE), p2.y, (p1, p2), exclude=exclude))
             where[out[-1]] = f"categories[{i}], categories[{j}]"
             asked.add((p2.rel, p1.x, p2.y))
-    if premises and not out:
+    if check and premises and not out:
         problems.add("categories", 'no two premises chain into a two-hop conclusion ("all A are B" + "all B are C", '
                      'or "all A are B" + "no B are C"): add a premise that continues a chain, or drop "categories" '
                      "(it is optional: then there are no syllogism queries)")
@@ -356,7 +350,7 @@ def _syllogisms(premises: list, problems: _Problems) -> list:
     for q in out:
         others = answers - {q.answer, *q.exclude}
         fill = in_facts - {q.answer, *q.exclude, *q.prompt, *others}
-        if len(others) + len(fill) < 3:
+        if check and len(others) + len(fill) < 3:
             problems.add(where[q], f'the conclusion "{" ".join(q.prompt)} {q.answer}" has {len(others) + len(fill)} '
                          "other category words to rank against (4-way candidates need 3: other conclusions' "
                          "answers, else other words of the premises): add premises with more categories")
@@ -372,10 +366,11 @@ def load_user_facts(path: str, reserved=()) -> UserFacts:
     problems, reserved = _Problems(path), set(reserved)
     inverse, pairs, broken = _read_inverses(data["inverses"], problems, reserved)
     facts = _read_facts(data["facts"], inverse, broken, problems, reserved)
-    queries = _relation_queries(facts, inverse, problems)
+    queries = _relation_queries(facts, inverse, problems, check=not problems.lines)  # no cascades
+    before = len(problems.lines)
     premises = _read_categories(data.get("categories") or [], set(inverse) | set(INVERSE) | broken,
                                 problems, reserved)
-    syllogisms = _syllogisms(premises, problems)
+    syllogisms = _syllogisms(premises, problems, check=len(problems.lines) == before)
     problems.raise_if_any()
     entities = list(dict.fromkeys(e for _, f in facts + premises for e in (f.x, f.y)))
     return UserFacts(path=path, sha256=hashlib.sha256(raw).hexdigest(), pairs=tuple(pairs),
@@ -389,9 +384,9 @@ def check_user_world(user: UserFacts, splits: list, sha256: str, max_len: int, n
     Raises ValueError, one line per problem."""
     problems = _Problems(user.path)
     if sha256 and sha256 != user.sha256:
-        problems.add("file", f"its sha256 {user.sha256[:12]}… differs from facts_sha256 {sha256[:12]}… in the config: "
-                     "it is not the file this run was set up with; restore it, or set facts_sha256 to its new "
-                     'hash (or "") to use it as it is')
+        problems.add("file", f"its sha256 {user.sha256[:12]}… differs from facts_sha256 {sha256[:12]}… in the "
+                     "config: it is not the file this run was set up with; restore it, or set facts_sha256 to "
+                     'its new hash (or "") to use it as it is')
     if splits == ["syllogism"] and not user.premises:
         problems.add("categories", 'the syllogism split needs category premises ("categories": [["all", X, "are", '
                      'Y], ...]): add them, or run the reversal split or the headline')
