@@ -1,32 +1,47 @@
 """Benchmark the Triton fused attention kernel against SDPA's flash backend and the naive path.
 
-On CUDA: forward, backward and forward+backward TFLOP/s for seq 512…8192, head_dim 64/128,
-fp16/bf16, batch·seq = 16k tokens and heads·head_dim = 2048 (as in the Triton tutorial),
-timed with triton.testing.do_bench. Causal FLOPs count half of dense; backward = 2.5× forward.
-Writes bench/results/attention-<gpu>.json and .md.
+On CUDA: forward, backward and forward+backward TFLOP/s for seq 512…16384, head_dim 64/128,
+fp16/bf16, causal and not; batch·seq = 16k tokens and heads·head_dim = 2048 (as in the Triton
+tutorial); timed with triton.testing.do_bench. Causal FLOPs count half of dense; backward =
+2.5 × forward (Dao 2023). Each row gives triton ÷ SDPA flash and triton's % of the GPU's dense
+fp16/bf16 tensor-core peak (PEAK_TFLOPS; "unknown" for GPUs not in the table). Before timing a
+shape, the kernel's output and gradients are checked against SDPA's (a fast wrong kernel is
+worthless: a failed check is reported and the exit status is 1). Rows are written as they come
+to <out>/attention-<gpu>.json and .md (default out: bench/results/), so a time limit
+(--budget-s, or being killed) still leaves every finished row.
 
-On CPU: runs the kernel in Triton's interpreter at a tiny size, checks it against the
-reference, and says that GPU figures need a GPU (exit 0).
+On CPU, or with --dry-run: runs the kernel in Triton's interpreter at tiny sizes against a
+float64 reference (fp32 and fp16, causal and not), writes attention-cpu-interpreter.json/.md
+when --out is given, says that GPU figures need a GPU, and exits 0 if the numerics hold.
 
-    python bench/attention.py [--quick]
+    python bench/attention.py [--out DIR] [--quick] [--budget-s S] [--dry-run]
 """
 import argparse
 import json
 import math
 import os
 import sys
+import time
 
 import torch
 
-if not torch.cuda.is_available():
-    os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "bench", "results")
+# dense fp16/bf16 tensor-core peaks with fp32 accumulation, TFLOP/s, no sparsity (vendor data
+# sheets); matched in order against torch.cuda.get_device_name()
+PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100 80GB HBM3", 989.0), ("H100 SXM", 989.0), ("H200", 989.0),
+               ("A100", 312.0), ("V100", 125.0)]
+MODES = ("fwd", "bwd", "fwd+bwd")
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from kernels.flash_attention import flash_attention  # noqa: E402
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-# dense bf16/fp16 tensor-core peaks (TFLOP/s, no sparsity) for the "% of peak" column
-PEAK_TFLOPS = {"H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0}
+def peak_tflops(gpu_name: str) -> float | None:
+    """The dense fp16/bf16 peak of ``gpu_name`` from PEAK_TFLOPS, or None (unknown)."""
+    return next((p for key, p in PEAK_TFLOPS if key in gpu_name), None)
+
+
+def flops(batch, heads, seq, dim, causal, mode):
+    fwd = 4.0 * batch * heads * seq * seq * dim * (0.5 if causal else 1.0)
+    return {"fwd": fwd, "bwd": 2.5 * fwd, "fwd+bwd": 3.5 * fwd}[mode]
 
 
 def naive(q, k, v, causal):
@@ -44,76 +59,114 @@ def sdpa_flash(q, k, v, causal):
         return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
-PROVIDERS = {"triton": lambda q, k, v, c: flash_attention(q, k, v, causal=c), "sdpa_flash": sdpa_flash,
-             "naive": naive}
+def triton_attention(q, k, v, causal):
+    from kernels.flash_attention import flash_attention
+
+    return flash_attention(q, k, v, causal=causal)
 
 
-def flops(batch, heads, seq, dim, causal, mode):
-    fwd = 4.0 * batch * heads * seq * seq * dim * (0.5 if causal else 1.0)
-    return {"fwd": fwd, "bwd": 2.5 * fwd, "fwd+bwd": 3.5 * fwd}[mode]
+PROVIDERS = {"triton": triton_attention, "sdpa_flash": sdpa_flash, "naive": naive}
+
+
+def naive_fits(batch, heads, seq, elt):
+    """The naive path holds scores, fp32 softmax and its gradients: ~5 fp32 (b, h, n, n) tensors."""
+    free, _ = torch.cuda.mem_get_info()
+    return batch * heads * seq * seq * (4 * 5 + elt) < 0.7 * free
 
 
 def time_ms(fn, q, k, v, causal, mode):
     from triton.testing import do_bench
 
     if mode == "fwd":
-        return do_bench(lambda: fn(q, k, v, causal))
+        return do_bench(lambda: fn(q, k, v, causal), warmup=10, rep=40)
     o = fn(q, k, v, causal)
     do = torch.randn_like(o)
     if mode == "bwd":
-        return do_bench(lambda: o.backward(do, retain_graph=True), grad_to_none=[q, k, v])
-
-    def step():
-        fn(q, k, v, causal).backward(do)
-
-    return do_bench(step, grad_to_none=[q, k, v])
+        return do_bench(lambda: o.backward(do, retain_graph=True), warmup=10, rep=40, grad_to_none=[q, k, v])
+    return do_bench(lambda: fn(q, k, v, causal).backward(do), warmup=10, rep=40, grad_to_none=[q, k, v])
 
 
-def run_cuda(quick: bool):
-    name = torch.cuda.get_device_name()
-    peak = next((p for key, p in PEAK_TFLOPS.items() if key in name), None)
-    seqs = [512, 2048] if quick else [512, 1024, 2048, 4096, 8192]
-    rows = []
+def check_against_sdpa(q, k, v, causal):
+    """Max error of triton's o, dq, dk, dv relative to SDPA flash's largest value (< 2e-2 passes)."""
+    do = torch.randn_like(q)
+    outs = {}
+    for name in ("triton", "sdpa_flash"):
+        o = PROVIDERS[name](q, k, v, causal)
+        outs[name] = [o, *torch.autograd.grad(o, (q, k, v), do)]
+    return max(((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-6)).item()
+               for a, b in zip(outs["triton"], outs["sdpa_flash"]))
+
+
+def shapes(quick):
+    seqs = [512, 2048, 8192] if quick else [512, 1024, 2048, 4096, 8192, 16384]
+    # most wanted first, so a time limit cuts the least informative rows
     for dtype in (torch.float16, torch.bfloat16):
-        for dim in (64, 128):
-            for seq in seqs:
-                batch, heads = max(1, 16384 // seq), 2048 // dim
-                q, k, v = (torch.randn(batch, heads, seq, dim, device="cuda", dtype=dtype, requires_grad=True)
-                           for _ in range(3))
-                ref = naive(q.float(), k.float(), v.float(), True) if seq <= 2048 else None
-                if ref is not None:  # numerics first: a fast wrong kernel is worthless
-                    err = (flash_attention(q, k, v).float() - ref).abs().max().item()
-                    assert err < 2e-2, f"kernel disagrees with the reference: max error {err}"
-                for mode in ("fwd", "bwd", "fwd+bwd"):
-                    row = {"dtype": str(dtype).split(".")[-1], "head_dim": dim, "seq": seq, "batch": batch,
-                           "heads": heads, "causal": True, "mode": mode}
-                    for provider, fn in PROVIDERS.items():
-                        try:
-                            ms = time_ms(fn, q, k, v, True, mode)
-                            row[f"{provider}_tflops"] = flops(batch, heads, seq, dim, True, mode) / ms * 1e-9
-                        except torch.cuda.OutOfMemoryError:
-                            row[f"{provider}_tflops"] = None
-                            torch.cuda.empty_cache()
-                    row["triton_vs_sdpa"] = (row["triton_tflops"] / row["sdpa_flash_tflops"]
-                                             if row.get("sdpa_flash_tflops") else None)
-                    if peak:
-                        row["triton_pct_peak"] = 100 * row["triton_tflops"] / peak
-                    rows.append(row)
-                    print(_line(row), flush=True)
-    os.makedirs(RESULTS, exist_ok=True)
-    slug = name.replace(" ", "-")
-    meta = {"gpu": name, "peak_tflops": peak, "torch": torch.__version__, "triton": _triton_version()}
-    with open(os.path.join(RESULTS, f"attention-{slug}.json"), "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=2)
-    with open(os.path.join(RESULTS, f"attention-{slug}.md"), "w") as f:
-        f.write(markdown(meta, rows))
-    print(f"wrote bench/results/attention-{slug}.json and .md")
+        for causal in (True, False):
+            for dim in (128, 64):
+                for seq in seqs:
+                    yield dtype, dim, causal, seq
 
 
-def _triton_version():
+def run_cuda(out_dir, quick, budget_s):
     import triton
 
-    return triton.__version__
+    from kernels.flash_attention import AUTOTUNED
+
+    name = torch.cuda.get_device_name()
+    peak = peak_tflops(name)
+    meta = {"gpu": name, "peak_tflops": peak if peak else "unknown", "torch": torch.__version__,
+            "triton": triton.__version__, "cuda": torch.version.cuda, "budget_s": budget_s,
+            "complete": False, "sizing": "batch = max(1, 16384 // seq), heads = 2048 // head_dim"}
+    rows, start, failures = [], time.time(), 0
+    slug = name.replace(" ", "-").replace("/", "-")
+    todo = list(shapes(quick))
+    for i, (dtype, dim, causal, seq) in enumerate(todo):
+        if budget_s and time.time() - start > budget_s:
+            meta["stopped"] = f"time budget {budget_s} s reached after {i} of {len(todo)} shapes"
+            print(meta["stopped"], flush=True)
+            break
+        batch, heads = max(1, 16384 // seq), 2048 // dim
+        q, k, v = (torch.randn(batch, heads, seq, dim, device="cuda", dtype=dtype, requires_grad=True)
+                   for _ in range(3))
+        err = check_against_sdpa(q, k, v, causal)
+        if err > 2e-2:
+            failures += 1
+            print(f"NUMERICS FAILED {dtype} d{dim} seq {seq} causal={causal}: rel. error {err:.3g} vs SDPA", flush=True)
+        for mode in MODES:
+            row = {"dtype": str(dtype).split(".")[-1], "head_dim": dim, "seq": seq, "batch": batch, "heads": heads,
+                   "causal": causal, "mode": mode, "rel_err_vs_sdpa": err, "numerics_ok": err <= 2e-2}
+            for provider, fn in PROVIDERS.items():
+                row[f"{provider}_tflops"] = None
+                if provider == "naive" and not naive_fits(batch, heads, seq, q.element_size()):
+                    continue
+                try:
+                    ms = time_ms(fn, q, k, v, causal, mode)
+                    row[f"{provider}_tflops"] = flops(batch, heads, seq, dim, causal, mode) / ms * 1e-9
+                except (torch.cuda.OutOfMemoryError, RuntimeError) as e:  # OOM, or no SDPA flash kernel
+                    row[f"{provider}_note"] = str(e).splitlines()[0][:120]
+                    torch.cuda.empty_cache()
+            t, s = row["triton_tflops"], row["sdpa_flash_tflops"]
+            row["triton_vs_sdpa"] = t / s if t and s else None
+            row["triton_pct_peak"] = 100 * t / peak if t and peak else None
+            row["triton_configs"] = {k: str(getattr(a, "best_config", None)) for k, a in AUTOTUNED.items()}
+            rows.append(row)
+            print(_line(row), flush=True)
+        del q, k, v
+        torch.cuda.empty_cache()
+        write(out_dir, f"attention-{slug}", meta, rows)
+    else:
+        meta["complete"] = True
+    write(out_dir, f"attention-{slug}", meta, rows)
+    print(f"wrote {os.path.join(out_dir, f'attention-{slug}')}.json and .md")
+    return 1 if failures else 0
+
+
+def write(out_dir, stem, meta, rows):
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, stem + ".json"), "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=2)
+    with open(os.path.join(out_dir, stem + ".md"), "w") as f:
+        f.write(markdown(meta, rows))
 
 
 def _fmt(x, spec=".1f"):
@@ -121,46 +174,77 @@ def _fmt(x, spec=".1f"):
 
 
 def _line(row):
-    return (f"{row['dtype']:>8} d{row['head_dim']:<4} seq {row['seq']:>5} {row['mode']:>8}: "
-            f"triton {_fmt(row['triton_tflops'])}  sdpa_flash {_fmt(row['sdpa_flash_tflops'])}  "
-            f"naive {_fmt(row['naive_tflops'])} TFLOP/s  ratio {_fmt(row['triton_vs_sdpa'], '.2f')}")
+    return (f"{row['dtype']:>8} d{row['head_dim']:<4} seq {row['seq']:>5} {'causal' if row['causal'] else 'full':>6} "
+            f"{row['mode']:>8}: triton {_fmt(row['triton_tflops'])}  sdpa_flash {_fmt(row['sdpa_flash_tflops'])}  "
+            f"naive {_fmt(row['naive_tflops'])} TFLOP/s  ratio {_fmt(row['triton_vs_sdpa'], '.2f')}  "
+            f"peak {_fmt(row['triton_pct_peak'])}%")
 
 
 def markdown(meta, rows):
-    head = ("| dtype | head_dim | seq | mode | triton TFLOP/s | sdpa flash TFLOP/s | naive TFLOP/s | "
-            "triton / sdpa |\n|---|---|---|---|---|---|---|---|\n")
-    body = "".join(f"| {r['dtype']} | {r['head_dim']} | {r['seq']} | {r['mode']} | {_fmt(r['triton_tflops'])} | "
-                   f"{_fmt(r['sdpa_flash_tflops'])} | {_fmt(r['naive_tflops'])} | {_fmt(r['triton_vs_sdpa'], '.2f')} |\n"
-                   for r in rows)
-    return f"# attention benchmark on {meta['gpu']}\n\ntorch {meta['torch']}, triton {meta['triton']}, causal\n\n{head}{body}"
+    head = ("| dtype | head_dim | seq | causal | mode | triton TFLOP/s | sdpa flash TFLOP/s | naive TFLOP/s | "
+            "triton / sdpa | triton % of peak |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    body = "".join(f"| {r['dtype']} | {r['head_dim']} | {r['seq']} | {'yes' if r['causal'] else 'no'} | {r['mode']} | "
+                   f"{_fmt(r['triton_tflops'])} | {_fmt(r['sdpa_flash_tflops'])} | {_fmt(r['naive_tflops'])} | "
+                   f"{_fmt(r['triton_vs_sdpa'], '.2f')} | {_fmt(r['triton_pct_peak'])} |\n" for r in rows)
+    notes = "".join(f"- {key}: {meta[key]}\n" for key in meta if key != "gpu")
+    return f"# attention benchmark on {meta['gpu']}\n\n{notes}\n{head}{body}"
 
 
-def run_cpu():
+def run_interpreter(out_dir):
+    """Tiny-size numerics in Triton's interpreter vs float64 (what a CPU can check)."""
+    from kernels.flash_attention import flash_attention
+
     torch.manual_seed(0)
-    q, k, v = (torch.randn(1, 2, 40, 32, requires_grad=True) for _ in range(3))
-    o = flash_attention(q, k, v)
-    ref = naive(q.double(), k.double(), v.double(), True)
-    err = (o.double() - ref).abs().max().item()
-    grads = torch.autograd.grad(o.sum(), (q, k, v))
-    ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
-    gerr = max((a.double() - b.double()).abs().max().item() for a, b in zip(grads, ref_grads))
-    print("CPU (Triton interpreter), batch 1, heads 2, seq 40, head_dim 32, causal:")
-    print(f"  max |o - reference| = {err:.2e}; max gradient error = {gerr:.2e}")
-    if err > 1e-4 or gerr > 1e-3:
+    rows, ok = [], True
+    tolerance = {torch.float32: (1e-4, 1e-3), torch.float16: (5e-3, 2e-2)}  # (output, gradients)
+    print("CPU (Triton interpreter), batch 1, heads 2, seq 40, head_dim 32:")
+    for dtype, causal in ((torch.float32, True), (torch.float32, False), (torch.float16, True)):
+        q, k, v = (torch.randn(1, 2, 40, 32, dtype=dtype, requires_grad=True) for _ in range(3))
+        o = flash_attention(q, k, v, causal=causal)
+        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+        ref = naive(q64, k64, v64, causal)
+        err = (o.double() - ref).abs().max().item()
+        grads = torch.autograd.grad(o.float().sum(), (q, k, v))
+        gerr = max((a.double() - b).abs().max().item()
+                   for a, b in zip(grads, torch.autograd.grad(ref.sum(), (q64, k64, v64))))
+        good = err <= tolerance[dtype][0] and gerr <= tolerance[dtype][1]
+        ok &= good
+        name = str(dtype).split(".")[-1]
+        print(f"  {name:>8} causal={causal!s:<5} max |o - reference| = {err:.2e}; max gradient error = {gerr:.2e}"
+              f"{'' if good else '  <- exceeds ' + str(tolerance[dtype])}")
+        rows.append({"dtype": name, "causal": causal, "seq": 40, "head_dim": 32, "max_err_o": err,
+                     "max_err_grad": gerr, "tolerance": tolerance[dtype], "ok": good})
+    if out_dir:
+        meta = {"gpu": "none (CPU, Triton interpreter)", "torch": torch.__version__, "numerics_ok": ok,
+                "note": "throughput needs a CUDA GPU; rows are numerics checks only"}
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "attention-cpu-interpreter.json"), "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        with open(os.path.join(out_dir, "attention-cpu-interpreter.md"), "w") as f:
+            f.write("# attention numerics in the Triton interpreter (no GPU)\n\n" +
+                    "".join(f"- {r['dtype']} causal={r['causal']}: o error {r['max_err_o']:.2e}, gradient "
+                            f"error {r['max_err_grad']:.2e} ({'ok' if r['ok'] else 'FAILED'})\n" for r in rows))
+    if not ok:
         print("  kernel disagrees with the reference")
         return 1
     print("  numerics OK. Throughput figures need a CUDA GPU: run this script on one.")
     return 0
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer sequence lengths")
-    args = parser.parse_args()
-    if torch.cuda.is_available():
-        run_cuda(args.quick)
-        return 0
-    return run_cpu()
+    parser.add_argument("--out", default=None, help="folder for the JSON and markdown (GPU default: bench/results)")
+    parser.add_argument("--quick", action="store_true", help="seq 512, 2048, 8192 only")
+    parser.add_argument("--budget-s", type=float, default=0, help="start no new shape after this many seconds")
+    parser.add_argument("--dry-run", action="store_true", help="interpreter numerics at tiny sizes, even on a GPU")
+    args = parser.parse_args(argv)
+    on_gpu = torch.cuda.is_available() and not args.dry_run
+    if not on_gpu:
+        os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton
+    sys.path.insert(0, ROOT)
+    if on_gpu:
+        return run_cuda(args.out or RESULTS, args.quick, args.budget_s)
+    return run_interpreter(args.out)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Runs compiled on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 
 triton is imported). What runs where is stated once in SUPPORTED_HEAD_DIMS / SUPPORTED_DTYPES
 and checked by ``unsupported_reason``.
 """
+import inspect
 import math
 import os
 
@@ -80,19 +81,24 @@ def unsupported_reason(head_dim: int, dtype: torch.dtype, device_type: str, inte
 AUTOTUNE = os.environ.get("MINITF_FLASH_AUTOTUNE", "1") != "0"  # "0": first config that fits
 
 
-def _configs(pairs, interp):
+def _configs(tiles, interp):
     """GPU configs (BLOCK_M queries, BLOCK_N keys, warps, stages) in order of preference; in the
     interpreter one small config (it is slow per program, and num_warps/stages mean nothing)."""
     if INTERPRET:
         return [triton.Config({"BLOCK_M": interp[0], "BLOCK_N": interp[1]}, num_warps=1, num_stages=1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in pairs]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]
 
 
 # fwd and dq loop over key blocks inside a query block (BLOCK_M % BLOCK_N == 0); dkdv loops over
 # query blocks inside a key block (BLOCK_N % BLOCK_M == 0): the diagonal is whole inner blocks.
-FWD_CONFIGS = _configs([(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4), (128, 32, 4, 4)], (32, 16))
-DKDV_CONFIGS = _configs([(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2)], (16, 32))
-DQ_CONFIGS = _configs([(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2)], (32, 16))
+GPU_TILES = {  # kernel: [(BLOCK_M, BLOCK_N, num_warps, num_stages), ...], preferred first
+    "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4)],
+    "dkdv": [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2)],
+    "dq": [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2)],
+}
+FWD_CONFIGS = _configs(GPU_TILES["fwd"], (32, 16))
+DKDV_CONFIGS = _configs(GPU_TILES["dkdv"], (16, 32))
+DQ_CONFIGS = _configs(GPU_TILES["dq"], (32, 16))
 
 
 def _smem_bytes(kernel, cfg, head_dim, elt):
@@ -123,7 +129,13 @@ def _even(args):
     return args["N_CTX"] % args["BLOCK_M"] == 0 and args["N_CTX"] % args["BLOCK_N"] == 0
 
 
-KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]  # the autotuner adds the tensors' dtypes
+def _autotune(configs, kernel):
+    """triton.autotune keyed on length, head_dim, causality (it adds the dtypes), short timings
+    (each config is compiled and timed once per new key: compile time dominates tuning)."""
+    kwargs = dict(configs=configs, key=["N_CTX", "HEAD_DIM", "CAUSAL"], prune_configs_by=_pruner(kernel))
+    if "do_bench" in inspect.signature(triton.autotune).parameters:  # triton ≥ 3.2
+        kwargs["do_bench"] = lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
+    return triton.autotune(**kwargs)
 
 
 # ---- shared @triton.jit helpers ---------------------------------------------------------------
@@ -195,7 +207,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims,
     return acc, l_i, m_i
 
 
-@triton.autotune(configs=FWD_CONFIGS, key=KEY, prune_configs_by=_pruner("fwd"))
+@_autotune(FWD_CONFIGS, "fwd")
 @triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, sm_scale,
@@ -264,7 +276,7 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, s
     return dk, dv
 
 
-@triton.autotune(configs=DKDV_CONFIGS, key=KEY, prune_configs_by=_pruner("dkdv"))
+@_autotune(DKDV_CONFIGS, "dkdv")
 @triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale,
@@ -316,7 +328,7 @@ def _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, d
     return dq
 
 
-@triton.autotune(configs=DQ_CONFIGS, key=KEY, prune_configs_by=_pruner("dq"))
+@_autotune(DQ_CONFIGS, "dq")
 @triton.heuristics({"EVEN_N": _even})
 @triton.jit
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
@@ -351,6 +363,9 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
         tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty))
     else:
         tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=(rows < N_CTX)[:, None])
+
+
+AUTOTUNED = {"fwd": _fwd_kernel, "dkdv": _bwd_dkdv_kernel, "dq": _bwd_dq_kernel}  # .best_config: last pick
 
 
 # ---- autograd ---------------------------------------------------------------------------------
