@@ -6,10 +6,13 @@
 - "sdpa":   ``torch.nn.functional.scaled_dot_product_attention`` (fused on CPU and CUDA).
 - "triton": the FlashAttention-2 style kernel in ``kernels/flash_attention.py``; on CPU it
             runs only under Triton's interpreter (TRITON_INTERPRET=1 set before import).
-- "auto":   triton on CUDA when Triton is installed, sdpa otherwise.
+- "auto":   triton on CUDA when the kernel supports the head size and dtype, sdpa otherwise.
+Each backend's limits are checked by ``backend_problem`` when a config is validated (head
+size) and when a run is set up (device), so an impossible choice fails before any work.
 All backends agree with a float64 reference (tests/test_attention.py).
 """
 import importlib.util
+import logging
 import math
 import os
 
@@ -34,50 +37,81 @@ def naive_attention(q, k, v, causal: bool = True, pattern_hook=None):
 
 
 def triton_available() -> bool:
+    """Whether the triton package is importable (it has no wheels for macOS or Windows)."""
     return importlib.util.find_spec("triton") is not None
 
 
-def triton_usable_on(device: torch.device) -> tuple[bool, str]:
-    """Whether the triton backend can run on ``device``, and if not, why and how to fix it."""
+def _interpreter() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def backend_problem(impl: str, d_head: int, device: str | None = None, dtype=torch.float32) -> str | None:
+    """Why backend ``impl`` cannot run attention with this head size, device type ("cpu" /
+    "cuda"; None: any device) and dtype — one line with the fix — or None if it can.
+
+    "naive" and "sdpa" run everything; "triton"'s limits are the kernel's own
+    (``kernels.flash_attention.unsupported_reason``), stated once beside the kernel.
+    """
+    if impl in ("naive", "sdpa", "auto"):
+        return None
+    if impl != "triton":
+        return f"unknown attention impl {impl!r}; use one of auto, sdpa, naive, triton"
     if not triton_available():
-        return False, "attn_impl='triton' needs the triton package (pip install triton)"
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        return False, ("attn_impl='triton' on CPU runs only in Triton's interpreter: set "
-                       "TRITON_INTERPRET=1 in the environment before starting Python, "
-                       "or use attn_impl='sdpa' / 'auto'")
-    return True, ""
+        return ("attn_impl='triton' needs the triton package, which is not installed (it has no wheels "
+                "for macOS or Windows): pip install triton on Linux, or use attn_impl='sdpa' / 'auto'")
+    if device == "cpu" and not _interpreter():
+        return ("attn_impl='triton' on CPU runs only in Triton's interpreter: set TRITON_INTERPRET=1 in "
+                "the environment before starting Python, or use attn_impl='sdpa' / 'auto'")
+    from kernels.flash_attention import unsupported_reason
+
+    why = unsupported_reason(d_head, dtype, device or "cuda", device == "cpu" and _interpreter())
+    if why is None and device is None:  # any device: the interpreter's limits apply on CPU only
+        return None
+    return f"attn_impl='triton': {why}" if why else None
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    if impl == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "sdpa"
-    return impl
+_fallbacks_logged: set = set()
+
+
+def resolve_impl(impl: str, device: torch.device, d_head: int | None = None, dtype=torch.float32) -> str:
+    """The backend that runs: "auto" picks the Triton kernel on CUDA when it supports the
+    shape and dtype, else SDPA (saying so once in the log)."""
+    if impl != "auto":
+        return impl
+    if device.type != "cuda":
+        return "sdpa"
+    why = backend_problem("triton", d_head or 64, "cuda", dtype)
+    if why is None:
+        return "triton"
+    if why not in _fallbacks_logged:
+        _fallbacks_logged.add(why)
+        logging.getLogger("minitf").warning("attn_impl='auto' uses sdpa, not the Triton kernel: %s", why)
+    return "sdpa"
 
 
 def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=None):
     """Attention over (batch, head, seq, d_head) tensors; returns the same shape as ``q``.
 
     If ``pattern_hook`` is given, the naive path runs whatever ``impl`` says, because only
-    it materializes the pattern the hook must see.
+    it materializes the pattern the hook must see. Raises ``ConfigError`` for a backend that
+    cannot run these inputs (checked again here for direct callers; configs check it first).
     """
     if pattern_hook is not None or impl == "naive":
         return naive_attention(q, k, v, causal, pattern_hook)
-    impl = resolve_impl(impl, q.device)
+    impl = resolve_impl(impl, q.device, q.shape[-1], q.dtype)
     if impl == "sdpa":
         # SDPA's causal mask is top-left aligned, right only when n_q == n_k.
         if causal and q.shape[-2] != k.shape[-2]:
             return naive_attention(q, k, v, causal)
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    if impl == "triton":
-        ok, why = triton_usable_on(q.device)
-        if not ok:
-            raise ConfigError(why)
-        if causal and q.shape[-2] != k.shape[-2]:
-            return naive_attention(q, k, v, causal)
-        from kernels.flash_attention import flash_attention
+    why = backend_problem(impl, q.shape[-1], q.device.type, q.dtype)
+    if why:
+        raise ConfigError(why)
+    if causal and q.shape[-2] != k.shape[-2]:
+        return naive_attention(q, k, v, causal)
+    from kernels.flash_attention import flash_attention
 
-        return flash_attention(q, k, v, causal=causal)
-    raise ConfigError(f"unknown attention impl {impl!r}; use auto, sdpa, naive or triton")
+    return flash_attention(q, k, v, causal=causal)
 
 
 def pattern_from_lse(q, k, lse, causal: bool = True):

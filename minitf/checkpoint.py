@@ -15,18 +15,46 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from minitf.artifacts import CONFIG, TRAINER_STATE, VOCAB, WEIGHTS, phase_weights
 from minitf.config import ModelConfig, from_dict
 from minitf.data import Vocab
 from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from minitf.fileio import atomic_write_bytes, atomic_write_json
 
-CONFIG = "config.json"
-VOCAB = "vocab.json"
-WEIGHTS = "model.safetensors"
-TRAINER_STATE = "trainer_state.pt"
+__all__ = ["CONFIG", "VOCAB", "WEIGHTS", "TRAINER_STATE", "save_weights", "load_weights", "load", "unwrap"]
+
+# Wrappers add these to every key: torch.compile's OptimizedModule and DistributedDataParallel.
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside ``torch.compile(model)`` and/or ``DistributedDataParallel(model)``."""
+    while True:
+        inner = getattr(model, "_orig_mod", None) or (
+            model.module if isinstance(getattr(model, "module", None), torch.nn.Module) else None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def strip_wrapper_prefixes(tensors: dict) -> dict:
+    """Keys without the compile / DDP wrapper prefixes (files written by wrapped models load)."""
+    out = {}
+    for key, value in tensors.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        out[key] = value
+    return out
 
 
 def save_weights(model: torch.nn.Module, path) -> None:
+    """Weights as safetensors, the config in its metadata; a compiled / DDP model saves the
+    plain model's keys, so the file loads into ``Transformer(cfg)``."""
+    model = unwrap(model)
     # Clone so tied (shared) tensors serialize as separate entries, which safetensors requires.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"config": json.dumps(vars(model.cfg), sort_keys=True)}
@@ -34,6 +62,8 @@ def save_weights(model: torch.nn.Module, path) -> None:
 
 
 def load_weights(model: torch.nn.Module, path) -> None:
+    """Load a weights file into ``model`` (plain, compiled or DDP-wrapped); raises
+    ``CheckpointNotFoundError`` / ``CheckpointError`` (corrupt, or another config)."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"weights file {path} does not exist")
@@ -43,7 +73,20 @@ def load_weights(model: torch.nn.Module, path) -> None:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"weights file {path} is corrupt or truncated ({e}); "
                               "resume from an earlier run or retrain") from None
-    _load_state_dict(model, tensors, path)
+    _load_state_dict(unwrap(model), strip_wrapper_prefixes(tensors), path)
+
+
+def check_weights_file(path) -> None:
+    """Raise ``CheckpointNotFoundError`` / ``CheckpointError`` unless ``path`` is a readable
+    safetensors file (header and data), without building a model."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointNotFoundError(f"weights file {path} does not exist")
+    try:
+        with open(path, "rb") as f:
+            load_safetensors(f.read())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"weights file {path} is corrupt or truncated ({e})") from None
 
 
 def _load_state_dict(model, tensors, where) -> None:
@@ -71,14 +114,12 @@ def save_trainer_state(path, state: dict) -> None:
 def load_trainer_state(path) -> dict:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise CheckpointNotFoundError(f"no trainer state at {path}: the run has no checkpoint to "
-                                      "resume from; start it again without --resume")
+        raise CheckpointNotFoundError(f"no trainer state at {path}: the run has no checkpoint to resume from")
     try:
         # weights_only: a checkpoint must never be able to run code when loaded.
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated/corrupt pickles
-        raise CheckpointError(f"trainer state {path} is corrupt or truncated ({type(e).__name__}); "
-                              "start the run again without --resume") from None
+        raise CheckpointError(f"trainer state {path} is corrupt or truncated ({type(e).__name__})") from None
 
 
 def read_run_config(run_dir) -> dict:
@@ -100,18 +141,44 @@ def write_run_config(run_dir, data: dict) -> None:
     atomic_write_json(os.path.join(run_dir, CONFIG), data)
 
 
-def load(run_dir):
-    """``model, vocab = minitf.load(RUN_DIR)``: the trained model (eval mode) and its vocab."""
+def load(path, phase: str | None = None, device=None):
+    """``model, vocab = minitf.load(PATH)``: a trained model (eval mode, vocab attached) and its vocab.
+
+    ``path`` is a run folder or a ``.safetensors`` file inside one (its config.json and
+    vocab.json are read from the same folder). A run folder loads ``model.safetensors``, the
+    weights at the end of the run — for a multi-phase run (headline, semantic) that is the
+    last phase trained (e.g. ``phase2_self``); ``phase="phase1"`` loads
+    ``model-phase1.safetensors`` instead. ``device``: where to put the model (default CPU).
+    Raises ``CheckpointNotFoundError`` / ``CheckpointError`` with the fix.
+    """
     from minitf.model import Transformer
 
+    path = os.fspath(path)
+    if path.endswith(".safetensors") and not os.path.isdir(path):
+        if phase is not None:
+            raise CheckpointError("pass either a .safetensors file or phase=..., not both")
+        run_dir, weights = os.path.dirname(path) or ".", path
+        if not os.path.exists(weights):
+            raise CheckpointNotFoundError(f"weights file {weights} does not exist")
+    else:
+        run_dir = path
+        weights = os.path.join(run_dir, phase_weights(phase) if phase else WEIGHTS)
     data = read_run_config(run_dir)
+    if phase is not None and not os.path.exists(weights):
+        have = sorted(n[len("model-"):-len(".safetensors")] for n in os.listdir(run_dir)
+                      if n.startswith("model-") and n.endswith(".safetensors"))
+        raise CheckpointNotFoundError(f"{run_dir} has no weights for phase {phase!r}; phases saved: "
+                                      f"{', '.join(have) or 'none'}")
     try:
         cfg = from_dict(ModelConfig, data["model"]).validate()
     except ConfigError as e:
         raise CheckpointError(f"{os.path.join(run_dir, CONFIG)} holds an invalid model config: {e}") from None
     model = Transformer(cfg)
-    load_weights(model, os.path.join(run_dir, WEIGHTS))
+    load_weights(model, weights)
     vocab = Vocab.load(os.path.join(run_dir, VOCAB))
     if len(vocab) > cfg.vocab_size:
         raise CheckpointError(f"vocab.json has {len(vocab)} tokens but the model only {cfg.vocab_size}")
+    model.vocab = vocab
+    if device is not None:
+        model = model.to(device)
     return model.eval(), vocab

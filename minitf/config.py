@@ -9,6 +9,7 @@ import dataclasses
 import typing
 from dataclasses import dataclass
 
+from minitf.attention import backend_problem
 from minitf.errors import ConfigError
 
 POSITIONAL_CHOICES = ("learned", "rope", "none")
@@ -40,12 +41,9 @@ class ModelConfig:
         for name in ("n_layers", "d_model", "n_heads", "d_head", "vocab_size", "n_ctx"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.d_model != self.n_heads * self.d_head:
-            problems.append(
-                f"d_model must equal n_heads * d_head (got {self.d_model} vs "
-                f"{self.n_heads}*{self.d_head}); set d_head={self.d_model // max(self.n_heads, 1)} "
-                f"or d_model={self.n_heads * self.d_head}"
-            )
+        if self.d_model != self.n_heads * self.d_head and min(self.d_model, self.n_heads, self.d_head) >= 1:
+            problems.append(f"d_model must equal n_heads * d_head (got {self.d_model} vs "
+                            f"{self.n_heads}*{self.d_head}); {_head_fix(self.d_model, self.n_heads, self.d_head)}")
         if self.d_mlp < 0:
             problems.append(f"d_mlp must be >= 0, 0 meaning attention-only (got {self.d_mlp})")
         if self.positional not in POSITIONAL_CHOICES:
@@ -54,6 +52,8 @@ class ModelConfig:
             problems.append(f"positional='rope' needs an even d_head (got {self.d_head})")
         if self.attn_impl not in ATTN_IMPL_CHOICES:
             problems.append(f"attn_impl must be one of {ATTN_IMPL_CHOICES} (got {self.attn_impl!r})")
+        elif self.d_head >= 1 and (why := backend_problem(self.attn_impl, self.d_head)):
+            problems.append(why)
         if not self.init_std > 0:
             problems.append(f"init_std must be > 0 (got {self.init_std})")
         if self.conv_kernel < 0:
@@ -93,6 +93,17 @@ class TrainConfig:
             problems.append(f"device must be one of {DEVICE_CHOICES} (got {self.device!r})")
         _raise(problems, "TrainConfig")
         return self
+
+
+def _head_fix(d_model: int, n_heads: int, d_head: int) -> str:
+    """A suggested fix that is itself valid: n_heads * d_head == d_model afterwards."""
+    fixes = []
+    if d_model % n_heads == 0:
+        fixes.append(f"set d_head={d_model // n_heads}")
+    if d_model % d_head == 0:
+        fixes.append(f"set n_heads={d_model // d_head}")
+    fixes.append(f"set d_model={n_heads * d_head}")
+    return " or ".join(fixes)
 
 
 def _raise(problems, what):

@@ -1,5 +1,6 @@
 """Symbolic vocabulary and batching of toy_tasks examples into tensors."""
 import json
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -35,14 +36,39 @@ class Vocab:
     def pad_id(self) -> int:
         return 0
 
-    def encode(self, tokens: list[str]) -> list[int]:
+    def encode(self, tokens: str | list[str]) -> list[int]:
+        """Token strings → ids. ``tokens``: a list of token strings, or one string of tokens
+        separated by whitespace ("<bos> bako bigger bami ."). Raises ``InputError`` naming an
+        unknown token."""
+        if isinstance(tokens, str):
+            tokens = tokens.split()
         try:
             return [self.index[t] for t in tokens]
         except KeyError as e:
             raise InputError(f"token {e.args[0]!r} is not in the vocab ({len(self)} tokens); "
                              "build the vocab from the task that produced the example") from None
+        except TypeError:
+            raise InputError(f"encode takes a string or a list of token strings (got {type(tokens).__name__} "
+                             "holding non-strings)") from None
 
     def decode(self, ids) -> list[str]:
+        """Ids → token strings. ``ids``: a list of ints or a 1-D tensor (a list of strings), or a
+        2-D tensor / list of lists (one list per row). Raises ``InputError`` for an id outside
+        0..len(vocab)-1 or a tensor of more than 2 dimensions."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() > 2 or ids.is_floating_point():
+                raise InputError(f"decode takes a 1-D or 2-D integer tensor of ids (got shape "
+                                 f"{tuple(ids.shape)}, dtype {ids.dtype})")
+            ids = ids.tolist()
+        if isinstance(ids, numbers.Integral):
+            ids = [ids]
+        ids = list(ids)
+        if ids and isinstance(ids[0], (list, tuple)):
+            return [self.decode(row) for row in ids]
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)
+               or not 0 <= i < len(self.tokens)]
+        if bad:
+            raise InputError(f"id {bad[0]!r} is not a token id of this vocab (valid ids are 0..{len(self) - 1})")
         return [self.tokens[int(i)] for i in ids]
 
     def save(self, path) -> None:

@@ -11,7 +11,6 @@ member, on each member's own global norm. Batched matmuls sum in another order t
 ones, so members match single runs to ~1e-6 per step, not bitwise.
 """
 import copy
-import dataclasses
 import math
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ from torch.func import functional_call, stack_module_state
 from minitf.config import TrainConfig
 from minitf.data import Batch
 from minitf.errors import NonFiniteLossError
-from minitf.trainer import keep_freed_memory, lr_at
+from minitf.trainer import keep_freed_memory, lr_at, make_optimizer, masked_loss
 
 
 class Ensemble:
@@ -30,12 +29,9 @@ class Ensemble:
     def __init__(self, make_model: Callable[[int], torch.nn.Module], seeds: list[int]):
         self.seeds = list(seeds)
         members = [make_model(s) for s in self.seeds]
-        self.template = copy.deepcopy(members[0]).to("meta")
         # SDPA has no vmap batching rule on CPU (it would loop over members); explicit
         # matmul + softmax attention batches over the member dimension.
-        fast = dataclasses.replace(members[0].cfg, attn_impl="naive")
-        for block in self.template.blocks:
-            block.attn.cfg = fast
+        self.template = copy.deepcopy(members[0]).to("meta").use_attention("naive")
         params, buffers = stack_module_state(members)
         self.params = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
         self.buffers = buffers
@@ -57,46 +53,38 @@ class Ensemble:
         return torch.vmap(one)(self.params, self.buffers, inputs)
 
     def member(self, index: int) -> torch.nn.Module:
-        model = copy.deepcopy(self.template).to_empty(device="cpu")
-        for block in model.blocks:
-            block.attn.cfg = self.cfg
+        model = copy.deepcopy(self.template).to_empty(device="cpu").use_attention(None)
         model.load_state_dict({k: v[index].detach().clone() for k, v in {**self.params, **self.buffers}.items()})
         return model
 
 
-def member_losses(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Masked mean cross-entropy per member: logits (K, B, T, V), batch tensors (K, B, T) → (K,)."""
-    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 2), batch.targets.flatten(), reduction="none")
-    ce = ce.view(batch.targets.shape) * batch.mask
-    return ce.sum(dim=(1, 2)) / batch.mask.sum(dim=(1, 2)).clamp(min=1.0)
-
-
 def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callable[[int], Batch]],
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[list[float]]:
-    """Train every member for ``cfg.steps`` on its own data stream; returns per-member losses."""
+    """Train every member for ``cfg.steps`` on its own data stream; returns per-member losses.
+
+    The optimizer and the loss are the trainer's (``make_optimizer``, ``masked_loss``). A
+    non-finite loss or gradient of any member stops training *before* the optimizer step, so
+    no member's weights ever take a non-finite update; raises ``NonFiniteLossError``.
+    """
     keep_freed_memory()
     params = list(ensemble.params.values())
-    decay = [p for p in params if p.dim() >= 3]  # (member, ...) matrices decay; biases and gains do not
-    no_decay = [p for p in params if p.dim() < 3]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
+    opt = make_optimizer(params, cfg, member_dims=1)
     history = [[] for _ in range(len(ensemble))]
     for step in range(cfg.steps):
         batch = stack_batches([fn(step) for fn in batch_fns])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        losses = member_losses(ensemble.logits(batch.inputs), batch)
+        losses = masked_loss(ensemble.logits(batch.inputs), batch)
         losses.sum().backward()
-        if cfg.grad_clip > 0:
-            clip_per_member(params, cfg.grad_clip)
+        norms = clip_per_member(params, cfg.grad_clip)
+        values = losses.detach().tolist()
+        bad = [i for i, (v, n) in enumerate(zip(values, norms.tolist())) if not (math.isfinite(v) and math.isfinite(n))]
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss or gradient at step {step + 1} for ensemble members {bad} "
+                                     f"(losses {values}); no update was applied. Lower lr or raise warmup and "
+                                     "start again")
         opt.step()
         opt.zero_grad(set_to_none=True)
-        values = losses.detach().tolist()
-        if not all(math.isfinite(v) for v in values):
-            bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-            raise NonFiniteLossError(f"non-finite loss at step {step + 1} for ensemble members {bad} "
-                                     f"({values}); lower lr or raise warmup and start again")
         for i, v in enumerate(values):
             history[i].append(v)
         if on_step:
@@ -116,9 +104,13 @@ def stack_batches(batches: list[Batch]) -> Batch:
     return Batch(*(torch.stack([pad(getattr(b, f)) for b in batches]) for f in ("inputs", "targets", "mask")))
 
 
-def clip_per_member(params: list[torch.Tensor], max_norm: float) -> None:
-    """clip_grad_norm_ for each member separately (dimension 0 indexes members)."""
+def clip_per_member(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ for each member separately (dimension 0 indexes members) when
+    max_norm > 0; returns each member's gradient norm before clipping, shape (K,)."""
     sq = sum(p.grad.flatten(1).square().sum(1) for p in params)  # (K,)
-    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-    for p in params:
-        p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
+    norms = sq.sqrt()
+    if max_norm > 0:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for p in params:
+            p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
+    return norms

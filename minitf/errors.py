@@ -31,3 +31,11 @@ class RunExistsError(MinitfError, ValueError):
 
 class NonFiniteLossError(MinitfError, RuntimeError):
     """Training produced NaN/inf; the message names the step and the last good checkpoint."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; carries the run folder so the CLI can print the resume command."""
+
+    def __init__(self, run_dir: str):
+        super().__init__(run_dir)
+        self.run_dir = run_dir

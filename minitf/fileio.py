@@ -8,11 +8,23 @@ import os
 import signal
 import tempfile
 
-TMP_PREFIX = ".tmp-"
+from minitf.artifacts import TMP_PREFIX
+
 # Fault injection for the crash-safety tests: SIGKILL this process halfway through the N-th
 # atomic write (temp file half written, nothing replaced yet). Unset in normal use.
 _KILL_AT_WRITE = int(os.environ.get("MINITF_KILL_AT_WRITE", "0"))
 _writes = 0
+
+
+def _file_mode() -> int:
+    """The mode open() would give a new file (0o666 minus the umask). mkstemp makes 0600 files,
+    which would hide a run's weights and report from collaborators on a shared machine."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_MODE = _file_mode()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -20,6 +32,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     try:
+        os.fchmod(fd, _MODE)
         with os.fdopen(fd, "wb") as f:
             _maybe_die(f, data)
             f.write(data)

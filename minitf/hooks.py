@@ -6,10 +6,13 @@ activation or return a replacement — that is how caching, ablation and patchin
 without touching the model's code.
 """
 import contextlib
+import difflib
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
+
+from minitf.errors import InputError
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
 NameFilter = str | Callable[[str], bool] | list[str] | None
@@ -41,34 +44,42 @@ def hook_points(model: nn.Module) -> dict[str, HookPoint]:
     return {m.name: m for m in model.modules() if isinstance(m, HookPoint)}
 
 
-def _matcher(names: NameFilter) -> Callable[[str], bool]:
+def _matcher(names: NameFilter, points: dict[str, "HookPoint"]) -> Callable[[str], bool]:
+    """A name test for ``names``: None (every point), a callable (taken as is), a name or a list
+    of names. Every *name* must be a hook point of this model: a typo raises at once."""
     if names is None:
         return lambda name: True
-    if isinstance(names, str):
-        return lambda name: name == names
     if callable(names):
         return names
-    wanted = set(names)
-    return lambda name: name in wanted
+    wanted = [names] if isinstance(names, str) else list(names)
+    for name in wanted:
+        if not isinstance(name, str):
+            raise InputError(f"hook names must be strings or a filter function (got {name!r})")
+        if name not in points:
+            near = difflib.get_close_matches(name, list(points), n=3, cutoff=0.6)
+            hint = f"did you mean {', '.join(near)}?" if near else f"available: {', '.join(sorted(points))}"
+            raise InputError(f"no hook point named {name!r} in this model; {hint}")
+    chosen = set(wanted)
+    return lambda name: name in chosen
 
 
 @contextlib.contextmanager
 def hooks(model: nn.Module, fwd_hooks: list[tuple[NameFilter, HookFn]]) -> Iterator[None]:
-    """Attach ``(name or filter, fn)`` pairs for the duration of the block.
+    """Attach ``(names, fn)`` pairs for the duration of the block.
 
-    An exact name that matches no hook point is an error (a typo must not silently
-    do nothing); a filter function may match zero or more.
+    ``names`` is a hook name, a list of names, or a filter function ``name -> bool``.
+    ``fn(activation, hook)`` may return a replacement activation. Raises ``InputError``
+    before attaching anything if a name (or any name of a list) is not a hook point of this
+    model, naming the nearest valid names; a filter function may match zero or more.
     """
     points = hook_points(model)
+    matchers = [(_matcher(names, points), fn) for names, fn in fwd_hooks]
     handles = []
     try:
-        for names, fn in fwd_hooks:
-            match = _matcher(names)
-            selected = [p for n, p in points.items() if match(n)]
-            if not selected and not callable(names):
-                raise KeyError(f"no hook point named {names!r}; available: {sorted(points)}")
-            for point in selected:
-                handles.append(point.register_forward_hook(_wrap(fn)))
+        for match, fn in matchers:
+            for name, point in points.items():
+                if match(name):
+                    handles.append(point.register_forward_hook(_wrap(fn)))
         yield
     finally:
         for h in handles:
@@ -107,7 +118,7 @@ def run_with_cache(model: nn.Module, tokens: torch.Tensor, names_filter: NameFil
     def save(act, hook):
         cache[hook.name] = act.detach() if detach else act
 
-    match = _matcher(names_filter)
-    with hooks(model, [(lambda name: match(name), save)]):
+    match = _matcher(names_filter, hook_points(model))
+    with hooks(model, [(match, save)]):
         logits = model(tokens)
     return logits, cache

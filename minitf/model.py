@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from minitf.attention import attention
+from minitf.attention import attention, backend_problem
 from minitf.config import ModelConfig
-from minitf.errors import InputError
-from minitf.hooks import HookPoint, name_hook_points, run_with_cache
+from minitf.errors import ConfigError, InputError
+from minitf.hooks import HookPoint, hooks, name_hook_points, run_with_cache
 
 
 class LayerNorm(nn.Module):
@@ -72,6 +72,7 @@ class Attention(nn.Module):
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
         self.hook_pattern = HookPoint()  # (batch, head, query, key) probabilities
         self.hook_z = HookPoint()  # per-head outputs before the output projection
+        self.impl: str | None = None  # a runtime override of cfg.attn_impl (Transformer.use_attention)
 
     def forward(self, x):
         q, k, v = rearrange(self.qkv(x), "b p (three h d) -> three b p h d",
@@ -82,16 +83,40 @@ class Attention(nn.Module):
             q, k = rotary(q), rotary(k)
         # Only a hooked pattern forces the materializing path; otherwise the fused backend runs.
         pattern_hook = self.hook_pattern if self.hook_pattern.active else None
-        z = attention(q, k, v, causal=True, impl=self.cfg.attn_impl, pattern_hook=pattern_hook)
+        z = attention(q, k, v, causal=True, impl=self.impl or self.cfg.attn_impl, pattern_hook=pattern_hook)
         z = self.hook_z(rearrange(z, "b h p d -> b p h d"))
         return self.out(rearrange(z, "b p h d -> b p (h d)"))
 
+    # Per-head weights as views of the fused parameters, TransformerLens shapes and x @ W
+    # convention; editing a view edits the model.
+    def _w_in(self, which: int) -> torch.Tensor:
+        d = self.cfg.d_model
+        w = self.qkv.weight[which * d:(which + 1) * d]  # (h·d_head, d_model), rows head-major
+        return rearrange(w, "(h dh) d -> h d dh", h=self.cfg.n_heads)
+
+    @property
+    def W_Q(self) -> torch.Tensor:
+        """(head, d_model, d_head): q = x @ W_Q[h] (+ b_Q)."""
+        return self._w_in(0)
+
+    @property
+    def W_K(self) -> torch.Tensor:
+        """(head, d_model, d_head)."""
+        return self._w_in(1)
+
+    @property
+    def W_V(self) -> torch.Tensor:
+        """(head, d_model, d_head)."""
+        return self._w_in(2)
+
+    @property
+    def W_O(self) -> torch.Tensor:
+        """(head, d_head, d_model): out = Σ_h z[h] @ W_O[h] (+ b_O)."""
+        return rearrange(self.out.weight, "d (h dh) -> h dh d", h=self.cfg.n_heads)
+
     def head_weights(self):
-        """Per-head W_V (head, d_model, d_head) and W_O (head, d_head, d_model), x @ W convention."""
-        h, dh, d = self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model
-        w_v = self.qkv.weight[2 * d:].T.reshape(d, h, dh).permute(1, 0, 2)
-        w_o = self.out.weight.T.reshape(h, dh, d)
-        return w_v, w_o
+        """(W_V, W_O) per head: (head, d_model, d_head) and (head, d_head, d_model)."""
+        return self.W_V, self.W_O
 
 
 class MLP(nn.Module):
@@ -109,15 +134,16 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.hook_resid_pre = HookPoint()
+        # Hook points exist only where they fire: no conv hook without a conv, no MLP hooks without an MLP.
         self.conv = CausalConv(cfg.d_model, cfg.conv_kernel) if cfg.conv_kernel else None
-        self.hook_conv_out = HookPoint()
+        self.hook_conv_out = HookPoint() if cfg.conv_kernel else None
         self.ln1 = LayerNorm(cfg.d_model, cfg.layer_norm)
         self.attn = Attention(cfg)
         self.hook_attn_out = HookPoint()
         self.hook_resid_mid = HookPoint()
         self.ln2 = LayerNorm(cfg.d_model, cfg.layer_norm) if cfg.d_mlp else None
         self.mlp = MLP(cfg) if cfg.d_mlp else None
-        self.hook_mlp_out = HookPoint()
+        self.hook_mlp_out = HookPoint() if cfg.d_mlp else None
         self.hook_resid_post = HookPoint()
 
     def forward(self, resid):
@@ -138,7 +164,7 @@ class Transformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.hook_embed = HookPoint()
         self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positional == "learned" else None
-        self.hook_pos_embed = HookPoint()
+        self.hook_pos_embed = HookPoint() if self.pos_embed is not None else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg.d_model, cfg.layer_norm)
         self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
@@ -146,6 +172,9 @@ class Transformer(nn.Module):
             self.unembed.weight = self.embed.weight
         self.apply(self._init)
         name_hook_points(self)
+        # The token strings, when known (minitf.load and run contexts attach them): enables
+        # to_tokens / to_string and the padding check in check_tokens.
+        self.vocab = None
 
     def _init(self, module):
         # One knob (init_std) for every weight matrix: it decides if/when induction heads form.
@@ -168,6 +197,12 @@ class Transformer(nn.Module):
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
             bad = int(tokens.max()) if int(tokens.max()) >= self.cfg.vocab_size else int(tokens.min())
             raise InputError(f"token id {bad} is out of vocab (valid ids are 0..{self.cfg.vocab_size - 1})")
+        if self.vocab is not None and tokens.shape[1] > 1:
+            pad = tokens == self.vocab.pad_id
+            if bool((pad[:, :-1] & ~pad[:, 1:]).any()):
+                raise InputError("a row has <pad> before real tokens (left or inner padding): minitf has no "
+                                 "attention mask, so pad on the right (causal attention keeps every earlier "
+                                 "position exact) or run prompts of different lengths one at a time")
 
     def forward(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
         """tokens (batch, seq) int → logits (batch, seq, vocab). ``check=False`` skips the input
@@ -183,30 +218,80 @@ class Transformer(nn.Module):
         return self.unembed(self.ln_final(resid))
 
     def run_with_cache(self, tokens, names_filter=None):
+        """``(logits, cache)``; see ``minitf.hooks.run_with_cache`` (and its note on the logits)."""
         return run_with_cache(self, tokens, names_filter)
+
+    def run_with_hooks(self, tokens, fwd_hooks=()):
+        """Logits of a forward pass with ``fwd_hooks`` = [(name or filter, fn), ...] attached
+        for this pass only (TransformerLens's name for ``with minitf.hooks(model, ...)``)."""
+        with hooks(self, list(fwd_hooks)):
+            return self(tokens)
+
+    def use_attention(self, impl: str | None) -> "Transformer":
+        """Run attention with backend ``impl`` ("naive", "sdpa", ...) instead of cfg.attn_impl,
+        without changing the config (None: back to the config's). Returns the model."""
+        if impl is not None and (why := backend_problem(impl, self.cfg.d_head)):
+            raise ConfigError(why)
+        for block in self.blocks:
+            block.attn.impl = impl
+        return self
+
+    def to_tokens(self, text) -> torch.Tensor:
+        """A whitespace-separated string (or list of token strings) → (1, seq) int64 ids on the
+        model's device; needs an attached vocab (``minitf.load`` attaches it). No BOS is added:
+        write ``<bos>`` yourself where the model was trained with one."""
+        vocab = self._need_vocab("to_tokens")
+        return torch.tensor([vocab.encode(text)], device=self.embed.weight.device)
+
+    def to_string(self, tokens):
+        """Ids → a space-joined string (1-D tensor or list) or a list of strings (2-D)."""
+        vocab = self._need_vocab("to_string")
+        if isinstance(tokens, torch.Tensor) and tokens.dim() == 2:
+            return [" ".join(vocab.decode(row)) for row in tokens]
+        return " ".join(vocab.decode(tokens))
+
+    def _need_vocab(self, what: str):
+        if self.vocab is None:
+            raise InputError(f"{what} needs the model's vocab: load the model with minitf.load(run_dir), "
+                             "or set model.vocab = minitf.Vocab(tokens)")
+        return self.vocab
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None, stop_token: int | None = None):
-        """Continue ``tokens`` (batch, seq). temperature 0 = greedy; otherwise sample.
+                 generator: torch.Generator | None = None, stop_token: int | list[int] | None = None):
+        """Continue ``tokens`` (batch, seq) by ``max_new_tokens`` (batch, seq + new) ids.
 
-        Pass a seeded ``generator`` for reproducible sampling.
+        temperature 0 = greedy; otherwise sample from softmax(logits / temperature) (pass a
+        seeded ``generator`` to reproduce). Each row stops on its own at a ``stop_token`` (an id
+        or a list of ids): later positions of that row repeat the stop token, and generation
+        ends when every row has stopped. Raises ``InputError`` for a negative max_new_tokens
+        or temperature, or a prompt + max_new_tokens longer than n_ctx.
         """
         self.check_tokens(tokens)
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")
+        if not temperature >= 0:
+            raise InputError(f"temperature must be >= 0, 0 meaning greedy (got {temperature})")
         if tokens.shape[1] + max_new_tokens > self.cfg.n_ctx:
             raise InputError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) "
                              f"exceeds n_ctx={self.cfg.n_ctx}")
+        stops = [] if stop_token is None else [stop_token] if isinstance(stop_token, int) else list(stop_token)
+        stop_ids = torch.tensor(stops, dtype=tokens.dtype, device=tokens.device)
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        last = torch.zeros(tokens.shape[0], dtype=tokens.dtype, device=tokens.device)
         for _ in range(max_new_tokens):
-            logits = self(tokens)[:, -1]
+            logits = self(tokens, check=False)[:, -1]
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
             else:
                 nxt = logits.argmax(-1)
+            nxt = torch.where(done, last, nxt)  # a stopped row repeats its stop token
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-            if stop_token is not None:
-                done |= nxt == stop_token
+            if stops:
+                stopped_now = torch.isin(nxt, stop_ids) & ~done
+                last = torch.where(stopped_now, nxt, last)
+                done |= stopped_now
                 if bool(done.all()):
                     break
         return tokens

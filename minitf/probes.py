@@ -133,6 +133,23 @@ def patch_activations(model, patches: dict[str, torch.Tensor]):
         yield
 
 
+def select_heads(scores, threshold: float | None = None, top: int | None = None,
+                 min_layer: int = 1) -> list[list[int]]:
+    """[layer, head] pairs of layers ≥ ``min_layer`` by a per-head score ([layer][head] array),
+    highest first (ties in layer-major order): those scoring ≥ ``threshold`` (or, if none
+    does, the best one), or the ``top`` best. The one head-selection rule every ablation uses."""
+    arr = np.asarray(scores, dtype=float)
+    ranked = sorted(((layer, h) for layer in range(min_layer, arr.shape[0]) for h in range(arr.shape[1])),
+                    key=lambda lh: -arr[lh])
+    if not ranked:
+        return []
+    if top is not None:
+        return [list(lh) for lh in ranked[:top]]
+    if threshold is None:
+        raise ValueError("select_heads needs threshold= or top=")
+    return [list(lh) for lh in ranked if arr[lh] >= threshold] or [list(ranked[0])]
+
+
 def ablation_effect(model, heads, metric, mode: str = "zero", means=None) -> dict:
     """How ``metric(model) -> float`` changes when ``heads`` are ablated."""
     base = metric(model)

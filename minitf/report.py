@@ -7,9 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from minitf.artifacts import METRICS, REPORT  # noqa: E402
 from minitf.fileio import atomic_write_json  # noqa: E402
-
-REPORT = "report.json"
 
 
 def write_report(run_dir: str, report: dict) -> str:
@@ -37,7 +36,7 @@ def _fmt(value) -> str:
 
 
 def read_metrics(run_dir: str) -> list[dict]:
-    path = os.path.join(run_dir, "metrics.jsonl")
+    path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
     with open(path) as f:

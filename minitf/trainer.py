@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 
@@ -18,12 +19,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from minitf import checkpoint
+from minitf.artifacts import METRICS, TRAINER_STATE, WEIGHTS, phase_weights
+from minitf.checkpoint import unwrap
 from minitf.config import TrainConfig
 from minitf.data import Batch
 from minitf.errors import CheckpointError, NonFiniteLossError
 from minitf.fileio import atomic_write_bytes, remove_stale_temp_files
-
-METRICS = "metrics.jsonl"
 
 
 def keep_freed_memory() -> bool:
@@ -48,9 +49,17 @@ def keep_freed_memory() -> bool:
 
 
 def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Mean cross-entropy over scored positions only."""
-    ce = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
-    return (ce * batch.mask.flatten()).sum() / batch.mask.sum().clamp(min=1.0)
+    """Mean cross-entropy over scored positions only (nats/token).
+
+    logits (batch, seq, vocab) with batch tensors (batch, seq) → a scalar; or, for an ensemble,
+    logits (member, batch, seq, vocab) with (member, batch, seq) tensors → (member,), each
+    member's own mean. The trainer and the ensemble share this one function.
+    """
+    ce = F.cross_entropy(logits.flatten(0, -2), batch.targets.flatten(), reduction="none")
+    ce = ce.view(batch.targets.shape) * batch.mask
+    if ce.dim() == 2:
+        return ce.sum() / batch.mask.sum().clamp(min=1.0)
+    return ce.sum(dim=(-2, -1)) / batch.mask.sum(dim=(-2, -1)).clamp(min=1.0)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -61,18 +70,58 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    # Decay matrices only: decaying biases and LayerNorm gains just fights the normalization.
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(params, cfg: TrainConfig, member_dims: int = 0) -> torch.optim.AdamW:
+    """AdamW (betas 0.9, 0.95) with weight decay on matrices only: decaying biases and LayerNorm
+    gains just fights the normalization. ``params``: a model, or a list of tensors; with
+    ``member_dims=1`` every tensor has a leading member dimension (a stacked ensemble) that
+    does not count as a matrix dimension. Tied tensors are taken once."""
+    params = list(params.parameters()) if isinstance(params, torch.nn.Module) else list(params)
     seen, decay, no_decay = set(), [], []
     for p in params:
-        if id(p) in seen:  # tied embeddings appear twice
+        if id(p) in seen or not p.requires_grad:  # tied embeddings appear twice
             continue
         seen.add(id(p))
-        (decay if p.dim() >= 2 else no_decay).append(p)
+        (decay if p.dim() - member_dims >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=True)
+
+
+def grad_norm(params, clip: float) -> torch.Tensor:
+    """The global gradient norm, clipping to ``clip`` first when clip > 0. Computed whatever
+    the clip setting, so a non-finite gradient is always seen before the optimizer step."""
+    params = [p for p in params if p.grad is not None]
+    if clip > 0:
+        return torch.nn.utils.clip_grad_norm_(params, clip)
+    return torch.nn.utils.get_total_norm([p.grad for p in params]) if params else torch.zeros(())
+
+
+class Progress:
+    """Where output is not a terminal (``> log``, nohup, a batch scheduler) tqdm stays silent:
+    print the phase start, a progress line about every 10% of the steps (at most every 30 s),
+    and each evaluation's numbers, so a log shows the run is alive."""
+
+    def __init__(self, phase: str, total: int, start: int):
+        self.enabled = not sys.stderr.isatty()
+        self.phase, self.total, self.next_step = phase, total, start
+        self.every = max(1, total // 10)
+        self.last = time.perf_counter()
+        if self.enabled:
+            self._print(f"phase {phase}: steps {start}..{total}")
+
+    def step(self, step: int, loss: float, rate: float) -> None:
+        if self.enabled and (step >= self.next_step + self.every or time.perf_counter() - self.last > 30):
+            self.next_step, self.last = step, time.perf_counter()
+            self._print(f"phase {self.phase}: step {step}/{self.total}  loss {loss:.4f}  {rate:,.0f} tok/s")
+
+    def evaluation(self, step: int, results: dict) -> None:
+        if self.enabled:
+            numbers = "  ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, (int, float)))
+            self._print(f"phase {self.phase}: eval at step {step}  {numbers}")
+
+    @staticmethod
+    def _print(line: str) -> None:
+        print(line, flush=True)
 
 
 class Trainer:
@@ -89,6 +138,7 @@ class Trainer:
         self.device = torch.device(cfg.device)
         keep_freed_memory()
         self.optimizer = make_optimizer(model, cfg)
+        self.progress: Progress | None = None
         self.step = 0
         self.losses: dict[int, float] = {}
         self.last_checkpoint_step: int | None = None
@@ -97,22 +147,27 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------
     @property
     def state_path(self) -> str:
-        return os.path.join(self.run_dir, checkpoint.TRAINER_STATE)
+        return os.path.join(self.run_dir, TRAINER_STATE)
 
     def phase_weights_path(self, phase: str) -> str:
-        return os.path.join(self.run_dir, f"model-{phase}.safetensors")
+        return os.path.join(self.run_dir, phase_weights(phase))
 
     def save_checkpoint(self, phases_done: list[str]) -> None:
+        model = unwrap(self.model)
+        bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:  # never let a checkpoint hold weights a resume would call "good"
+            raise NonFiniteLossError(f"weights {bad[:3]} became non-finite by step {self.step} of phase "
+                                     f"'{self.phase}'; nothing was saved. Lower lr or raise warmup and start again")
         state = {"phase": self.phase, "step": self.step, "phases_done": phases_done,
-                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state()}
         checkpoint.save_trainer_state(self.state_path, state)
-        checkpoint.save_weights(self.model, os.path.join(self.run_dir, checkpoint.WEIGHTS))
+        checkpoint.save_weights(model, os.path.join(self.run_dir, WEIGHTS))
         self.last_checkpoint_step = self.step
 
     def restore(self, state: dict) -> None:
         try:
-            self.model.load_state_dict(state["model"])
+            unwrap(self.model).load_state_dict(checkpoint.strip_wrapper_prefixes(state["model"]))
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["torch_rng"])
             self.step = int(state["step"])
@@ -157,6 +212,7 @@ class Trainer:
                 self._truncate_metrics()
         model, cfg = self.model.to(self.device).train(), self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None, leave=False)
+        self.progress = Progress(self.phase, cfg.steps, self.step)
         t0, tokens_seen = time.perf_counter(), 0
         while self.step < cfg.steps:
             batch = self.batch_fn(self.step).to(self.device)
@@ -165,10 +221,9 @@ class Trainer:
                 group["lr"] = lr
             loss = masked_loss(model(batch.inputs), batch)
             loss.backward()
-            grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                         if cfg.grad_clip > 0 else torch.zeros(()))
+            norm = grad_norm(model.parameters(), cfg.grad_clip)
             loss_value = loss.item()
-            if math.isfinite(loss_value) and math.isfinite(float(grad_norm)):
+            if math.isfinite(loss_value) and math.isfinite(float(norm)):
                 self.optimizer.step()
                 self.losses[self.step + 1] = loss_value
             else:  # no update from this batch; the step still counts, so evals/checkpoints keep their schedule
@@ -183,6 +238,7 @@ class Trainer:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
+                self.progress.step(self.step, loss_value, rate)
             bar.update(1)
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self.run_eval()
@@ -204,6 +260,8 @@ class Trainer:
             results = self.evaluate(self.model, self.step)
         self.model.train()
         self.log({"step": self.step, "eval": results})
+        if self.progress is not None:
+            self.progress.evaluation(self.step, results)
         return results
 
     def _stop_nonfinite(self, loss_value: float) -> None:

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from minitf.experiments import EXPERIMENTS, run_experiment
+from minitf.experiments import EXPERIMENTS
+from minitf.runs import run as run_experiment
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
 
 

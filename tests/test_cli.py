@@ -72,7 +72,7 @@ def test_resume_continues_a_finished_or_partial_run(tmp_path):
 
 
 def test_seeds_merges_results_over_seeds():
-    from minitf.experiments.base import _merge
+    from minitf.runs.seeds import merge as _merge
 
     runs = [{"c": {"s": {"acc": a, "ci95": [0, 1], "chance": 0.5, "n": 10}}} for a in (0.6, 0.7, 0.8)]
     merged = _merge(runs)["c"]["s"]

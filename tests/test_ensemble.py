@@ -50,8 +50,9 @@ def test_ensemble_cli_members_are_ordinary_runs_matching_single_runs(tmp_path):
     import json
 
     import minitf
-    from minitf.experiments import EXPERIMENTS, run_experiment
-    from minitf.experiments.ensemble_runs import run_ensemble
+    from minitf.experiments import EXPERIMENTS
+from minitf.runs import run as run_experiment
+    from minitf.runs import run_ensemble
 
     over = ["steps=40", "log_every=1", "eval_every=20", "n_classes=32", "d_model=32", "d_head=8"]
     bursty = EXPERIMENTS["bursty"]
@@ -76,7 +77,8 @@ def test_ensemble_cli_members_are_ordinary_runs_matching_single_runs(tmp_path):
 def test_members_with_batches_of_different_lengths_get_their_own_losses():
     """Tasks collate to their longest sequence, so members' batches differ in length; padding
     them to one length must not change any member's loss."""
-    from minitf.ensemble import member_losses, stack_batches
+    from minitf.ensemble import stack_batches
+    from minitf.trainer import masked_loss
     from minitf.trainer import masked_loss
 
     ensemble = Ensemble(make, [0, 1])
@@ -85,7 +87,7 @@ def test_members_with_batches_of_different_lengths_get_their_own_losses():
     assert batches[0].inputs.shape[1] != batches[1].inputs.shape[1]
     stacked = stack_batches(batches)
     with torch.no_grad():
-        losses = member_losses(ensemble.logits(stacked.inputs), stacked)
+        losses = masked_loss(ensemble.logits(stacked.inputs), stacked)
         for i, b in enumerate(batches):
             single = masked_loss(ensemble.member(i)(b.inputs), b)
             torch.testing.assert_close(losses[i], single, atol=1e-5, rtol=0)

@@ -1,7 +1,8 @@
 """End to end: the smallest relational run that shows the reversal curse (slow, still run in CI)."""
 import pytest
 
-from minitf.experiments import EXPERIMENTS, run_experiment
+from minitf.experiments import EXPERIMENTS
+from minitf.runs import run as run_experiment
 
 
 @pytest.mark.slow

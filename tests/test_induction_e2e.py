@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from minitf.experiments import EXPERIMENTS, run_experiment
+from minitf.experiments import EXPERIMENTS
+from minitf.runs import run as run_experiment
 
 
 @pytest.mark.slow

@@ -105,7 +105,7 @@ def test_hook_replacement_changes_output(tiny_cfg):
 
 def test_unknown_hook_name_is_an_error(tiny_cfg):
     model = Transformer(tiny_cfg)
-    with pytest.raises(KeyError, match="no hook point named 'blocks.0.attn.hook_patern'"):
+    with pytest.raises(InputError, match="no hook point named 'blocks.0.attn.hook_patern'"):
         with hooks(model, [("blocks.0.attn.hook_patern", lambda a, h: None)]):
             model(torch.zeros(1, 3, dtype=torch.long))
 

@@ -89,7 +89,7 @@ def test_conditions_share_queries_and_contexts_hold_the_facts(world):
 
 
 def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(world):
-    from minitf.experiments.relational import _same_role_answer
+    from minitf.experiments.headline import _same_role_answer
 
     rng = np.random.default_rng(4)
     pool = world.queries["reversal"]
@@ -100,7 +100,7 @@ def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(wor
 
 
 def test_shared_relation_split_partitions_the_in_context_queries(world):
-    from minitf.experiments.relational import QuerySet, _shares_relation
+    from minitf.experiments.headline import QuerySet, _shares_relation
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
 
@@ -120,7 +120,7 @@ def test_shared_relation_split_partitions_the_in_context_queries(world):
 
 
 def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
-    from minitf.experiments.relational import QuerySet, _matching_facts
+    from minitf.experiments.headline import QuerySet, _matching_facts
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
     from toy_tasks.relational_facts import Fact

@@ -5,7 +5,7 @@ import pytest
 
 from minitf.errors import ConfigError
 from minitf.experiments import EXPERIMENTS
-from minitf.experiments.base import build_configs
+from minitf.runs.folder import build_configs
 from toy_tasks.hierarchy import ATTRIBUTES, N_PHRASINGS, SPLITS
 from toy_tasks.semantic import SemanticTask
 

@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from minitf.experiments import EXPERIMENTS, run_experiment
+from minitf.experiments import EXPERIMENTS
+from minitf.runs import run as run_experiment
 from toy_tasks.hierarchy import SPLITS
 
 

@@ -49,7 +49,6 @@ class SemanticTask:
     queries_per_episode: int = 4
     sentences_per_doc: int = 4
     new_fact_fraction: float = 0.5  # phase 2: world documents; the rest replays episodes
-    phase2_steps: int = 400
 
     def validate(self):
         if self.n_roots < 2 or self.branching < 2 or self.depth < 2:
@@ -64,8 +63,8 @@ class SemanticTask:
             raise ValueError("reversal_fraction + rephrasing_fraction must be < 1")
         if not 0 < self.new_fact_fraction < 1:
             raise ValueError(f"new_fact_fraction must be strictly between 0 and 1 (got {self.new_fact_fraction})")
-        if self.n_candidates < 2 or self.max_queries < 1 or self.phase2_steps < 1:
-            raise ValueError("n_candidates must be >= 2, max_queries and phase2_steps >= 1")
+        if self.n_candidates < 2 or self.max_queries < 1:
+            raise ValueError("n_candidates must be >= 2 and max_queries >= 1")
         if self.max_context_facts < 4 or self.queries_per_episode < 1 or self.sentences_per_doc < 1:
             raise ValueError("max_context_facts must be >= 4, queries_per_episode and sentences_per_doc >= 1")
         return self

@@ -1,13 +1,14 @@
-"""Named experiments. Each is data + model config + training phases + evals + a report."""
-from minitf.experiments.base import Experiment, run_experiment
+"""Named experiments. Each is data + configs + training phases + evals + a report; the
+contract they follow (and a user's own experiment follows) is ``minitf.experiments.base``."""
+from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.bursty import BurstyExperiment
+from minitf.experiments.headline import HeadlineExperiment, ReversalExperiment, SyllogismExperiment
 from minitf.experiments.induction import InductionExperiment
-from minitf.experiments.relational import RelationalExperiment, ReversalExperiment, SyllogismExperiment
 from minitf.experiments.semantic import SemanticExperiment
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
-    RelationalExperiment(), ReversalExperiment(), SyllogismExperiment(), InductionExperiment(),
+    HeadlineExperiment(), ReversalExperiment(), SyllogismExperiment(), InductionExperiment(),
     BurstyExperiment(), SemanticExperiment())}
 DEFAULT_EXPERIMENT = "headline"
 
-__all__ = ["EXPERIMENTS", "DEFAULT_EXPERIMENT", "Experiment", "run_experiment"]
+__all__ = ["EXPERIMENTS", "DEFAULT_EXPERIMENT", "Experiment", "RunContext"]

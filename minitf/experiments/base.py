@@ -1,79 +1,81 @@
-"""What every experiment shares: config assembly, the run folder, resume, the report.
+"""The experiment contract: what a user subclasses to run their own experiment.
 
-An experiment is data (a task dataclass from toy_tasks) + default model/train configs +
-``run(ctx)``, which trains its phases and returns the report dict. ``run_experiment``
-does everything around it: validation before any work, a fresh or resumed run folder,
-config.json / vocab.json, report.json, the printed table and the loss plot.
+An experiment is data (a task dataclass from ``toy_tasks``) + default configs + ``run(ctx)``,
+which trains its phases through ``ctx.train`` and returns the report dict. Everything around
+it — validating configs, the run folder, resume, seeds, ensembles, sweeps, report.json, the
+plots — is the runner's (``minitf.runs``). docs/experiments.md walks through a complete
+example; in short:
+
+    class MyExperiment(Experiment):
+        name = "mine"
+        task_cls = MyTask                     # a dataclass with validate() and vocab_tokens()
+        def max_seq_len(self, task): ...      # longest example in tokens
+        def run(self, ctx):
+            model = ctx.new_model()
+            ctx.train(model, ctx.task.sample, phase="train", evaluate=lambda m, step: {...})
+            return {"results": {...}}
+
+Rules the runner relies on (each is checked, with a clear error, where it can be):
+- config keys are unique across the model, train, task and experiment configs, so
+  ``--set key=value`` needs no prefix;
+- ``sample(rng, n) -> list[Example]`` is a pure function of the generator it is given, so a
+  resumed run sees exactly the batches an uninterrupted one would;
+- ``phases`` (optional) lists every phase name in order; a phase's data stream is its index
+  there. Without it, phases are numbered in the order they first train;
+- for ``--ensemble``, whatever ``run`` does before its first ``ctx.train`` runs once more per
+  member (to collect that phase), so keep it cheap and deterministic.
 """
 import abc
-import dataclasses
 import os
-import shutil
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from minitf import checkpoint
-from minitf.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from minitf.artifacts import phase_weights
+from minitf.checkpoint import load_weights
+from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Vocab, collate
-from minitf.errors import ConfigError, RunExistsError
-from minitf.fileio import remove_stale_temp_files
+from minitf.errors import ConfigError
 from minitf.model import Transformer
-from minitf.report import plot_loss, write_report
 from minitf.trainer import Trainer
-
-RUN_ARTIFACTS = ("config.json", "vocab.json", "metrics.jsonl", "model.safetensors",
-                 "report.json", "trainer_state.pt")
 
 
 @dataclass
-class RunContext:
-    experiment: "Experiment"
-    run_dir: str
-    model_cfg: ModelConfig
-    train_cfg: TrainConfig
-    task: object
-    vocab: Vocab
-    resume_state: dict | None
+class NoSettings:
+    """The experiment config of an experiment without settings of its own."""
 
-    def new_model(self) -> Transformer:
-        torch.manual_seed(self.train_cfg.seed)  # same seed ⇒ same initial weights
-        return Transformer(self.model_cfg).to(self.train_cfg.device)
-
-    def batch_fn(self, sample, phase_index: int = 0, batch_size: int | None = None):
-        """Batches as a pure function of (seed, phase, step): resume needs no loader state."""
-        seed, size = self.train_cfg.seed, batch_size or self.train_cfg.batch_size
-        length = self.model_cfg.n_ctx + 1
-
-        def batch(step: int):
-            rng = np.random.default_rng([seed, phase_index, step])
-            examples = sample(rng, size)
-            return collate(examples, self.vocab, length=min(length, max(len(e.tokens) for e in examples)))
-
-        return batch
-
-    def train(self, model, sample, phase: str = "train", phase_index: int = 0, evaluate=None,
-              train_cfg: TrainConfig | None = None, phases_before=()) -> Trainer:
-        cfg = train_cfg or self.train_cfg
-        trainer = Trainer(model, cfg, self.batch_fn(sample, phase_index, cfg.batch_size),
-                          self.run_dir, phase=phase, evaluate=evaluate)
-        trainer.fit(self.resume_state, phases_before=list(phases_before))
-        return trainer
-
-    def eval_rng(self, salt: int = 0) -> np.random.Generator:
-        """A generator for evaluation data, independent of the training stream."""
-        return np.random.default_rng([self.train_cfg.seed, 10_000 + salt])
+    def validate(self):
+        return self
 
 
 class Experiment(abc.ABC):
+    """Subclass this. Class attributes:
+
+    name:        the name on the command line and in config.json
+    description: one line for ``train.py --help``
+    task_cls:    the task dataclass (toy_tasks); its fields are ``--set`` keys
+    config_cls:  a dataclass of the experiment's own settings (e.g. steps of each phase);
+                 its fields are ``--set`` keys too; it may define ``validate()``
+    phases:      phase names in order (optional; see the module docstring)
+    artifacts:   extra files the experiment writes into the run folder (its PNGs), so
+                 ``--overwrite`` knows them as minitf's
+    sweep_grid:  ``{key: (values...)}`` that ``--sweep`` runs (every combination)
+    """
+
     name = ""
     description = ""
-    task_cls = None
+    task_cls: type = None
+    config_cls: type = NoSettings
+    phases: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+    sweep_grid: dict = {}
 
     def default_task(self):
         return self.task_cls()
+
+    def default_config(self):
+        return self.config_cls()
 
     def default_model(self, task) -> ModelConfig:
         return ModelConfig()
@@ -84,184 +86,132 @@ class Experiment(abc.ABC):
     def vocab(self, task) -> Vocab:
         return Vocab(task.vocab_tokens())
 
-    @abc.abstractmethod
-    def max_seq_len(self, task) -> int:
-        """Longest sequence the task produces; n_ctx must hold it."""
+    def pin_inputs(self, task):
+        """The task with anything it reads from outside the run pinned (e.g. a hash of a user's
+        file), called once when a run is created; a resume then refuses a changed input."""
+        return task
 
     @abc.abstractmethod
-    def run(self, ctx: RunContext) -> dict:
+    def max_seq_len(self, task) -> int:
+        """Longest sequence the task produces, in tokens; n_ctx must hold it minus one."""
+
+    @abc.abstractmethod
+    def run(self, ctx: "RunContext") -> dict:
         """Train the experiment's phases and return its report (without the common keys)."""
 
     def summary(self, report: dict) -> str:
+        """The text printed at the end of a run."""
         return ""
 
     def marks(self, report: dict) -> dict:
-        """Labelled steps to draw on the loss plot."""
+        """Labelled steps to draw on the loss plot, ``{label: step}``."""
         return {}
 
     def plots(self, run_dir: str, report: dict) -> None:
-        """Experiment-specific PNGs beside loss.png."""
+        """Experiment-specific PNGs beside loss.png (list their names in ``artifacts``)."""
+
+    def sweep_plot(self, out: str, grid: list[dict]) -> None:
+        """A picture of a ``--sweep`` (rows of ``sweep.json``), written into ``out``."""
 
 
-def build_configs(experiment: Experiment, overrides: list[str], seed: int | None = None,
-                  device: str | None = None):
-    """Task overrides apply first (model defaults such as vocab_size derive from the task)."""
-    task_cls = experiment.task_cls
-    task_keys = {f.name for f in dataclasses.fields(task_cls)}
-    task_over = [o for o in overrides if o.split("=", 1)[0].strip() in task_keys]
-    rest = [o for o in overrides if o not in task_over]
-    (task,) = apply_overrides([experiment.default_task()], task_over)
-    _validate_task(task)
-    model_cfg, train_cfg = apply_overrides([experiment.default_model(task), experiment.default_train(), task], rest)[:2]
-    if seed is not None:
-        train_cfg = dataclasses.replace(train_cfg, seed=seed)
-    if device is not None:
-        train_cfg = dataclasses.replace(train_cfg, device=device)
-    return model_cfg, train_cfg, task
+class PhaseReached(Exception):
+    """Raised by ``RunContext.train`` when the runner asked to stop at the first phase
+    (``--ensemble`` collects every member's first phase this way and trains them together)."""
+
+    def __init__(self, phase: "PhaseSpec"):
+        super().__init__(phase.name)
+        self.phase = phase
 
 
-def _validate_task(task):
-    try:
-        task.validate()
-    except ValueError as e:
-        raise ConfigError(f"invalid {type(task).__name__}: {e}") from None
+@dataclass
+class PhaseSpec:
+    """What ``ctx.train`` was asked to train: the runner's view of one phase."""
+
+    name: str
+    model: Transformer
+    sample: object
+    stream: int
+    train_cfg: TrainConfig
+    evaluate: object = None
 
 
-def check_compatible(experiment: Experiment, model_cfg: ModelConfig, train_cfg: TrainConfig, task, vocab):
-    model_cfg.validate()
-    train_cfg.validate()
-    if len(vocab) > model_cfg.vocab_size:
-        raise ConfigError(f"vocab_size={model_cfg.vocab_size} is smaller than the task's "
-                          f"{len(vocab)} tokens; set --set vocab_size={len(vocab)} or larger")
-    need = experiment.max_seq_len(task)
-    if need - 1 > model_cfg.n_ctx:  # inputs are the sequence minus its last token
-        raise ConfigError(f"n_ctx={model_cfg.n_ctx} is smaller than the task's sequences "
-                          f"({need - 1} input tokens); set --set n_ctx={need - 1} or larger")
-    if train_cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device='cuda' but no CUDA GPU is available; use --device cpu")
+@dataclass
+class RunContext:
+    """What ``Experiment.run`` gets: the configs, the vocab, the run folder, and ``train``.
 
+    ``done`` lists the phases finished so far (the context keeps it); ``resume_state`` is the
+    trainer state of an interrupted run (None for a fresh one).
+    """
 
-def prepare_run_dir(run_dir: str, overwrite: bool) -> None:
-    existing = [a for a in RUN_ARTIFACTS if os.path.exists(os.path.join(run_dir, a))]
-    if existing and not overwrite:
-        raise RunExistsError(f"{run_dir} already holds a run ({', '.join(existing)}); continue it with "
-                             f"--resume {run_dir}, choose another --out, or pass --overwrite")
-    if existing:
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    experiment: Experiment
+    run_dir: str
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    task: object
+    vocab: Vocab
+    resume_state: dict | None
+    config: object = field(default_factory=NoSettings)
+    stop_at_first_phase: bool = False
+    done: list = field(default_factory=list)
 
+    def new_model(self) -> Transformer:
+        """A freshly initialised model: same seed ⇒ same initial weights."""
+        torch.manual_seed(self.train_cfg.seed)
+        model = Transformer(self.model_cfg).to(self.train_cfg.device)
+        model.vocab = self.vocab
+        return model
 
-def run_experiment(experiment: Experiment, out: str | None = None, seed: int | None = None,
-                   overrides: list[str] = (), device: str | None = None, overwrite: bool = False,
-                   resume: str | None = None, quiet: bool = False) -> dict:
-    """Validate everything, then run; returns the report (also written to report.json)."""
-    if not resume:
-        return _execute(create_run(experiment, out, seed, overrides, device, overwrite), quiet)
-    saved = checkpoint.read_run_config(resume)
-    if saved.get("experiment") != experiment.name:
-        raise ConfigError(f"{resume} is a run of experiment {saved.get('experiment')!r}, not "
-                          f"{experiment.name!r}; resume it with `train.py --resume {resume}` alone")
-    model_cfg = from_dict(ModelConfig, saved["model"])
-    train_cfg = from_dict(TrainConfig, saved["train"])
-    task = from_dict(experiment.task_cls, saved["task"])
-    if device is not None:
-        train_cfg = dataclasses.replace(train_cfg, device=device)
-    run_dir = resume
-    vocab = experiment.vocab(task)
-    check_compatible(experiment, model_cfg, train_cfg, task, vocab)
-    remove_stale_temp_files(run_dir)
-    state_path = os.path.join(run_dir, checkpoint.TRAINER_STATE)
-    if os.path.exists(state_path):
-        resume_state = checkpoint.load_trainer_state(state_path)
-    else:  # killed before its first checkpoint: start over, keeping config and vocab
-        resume_state = {"phase": None, "phases_done": []}
-        for name in ("metrics.jsonl", checkpoint.WEIGHTS):
-            if os.path.exists(os.path.join(run_dir, name)):
-                os.unlink(os.path.join(run_dir, name))
-    return _execute(RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, resume_state), quiet)
+    def stream(self, phase: str) -> int:
+        """The data stream of ``phase``: its index in ``experiment.phases`` when declared, else
+        the order in which phases first trained."""
+        declared = self.experiment.phases
+        if declared:
+            if phase not in declared:
+                raise ConfigError(f"phase {phase!r} is not in {type(self.experiment).__name__}.phases "
+                                  f"{declared}; add it there")
+            return declared.index(phase)
+        return self.done.index(phase) if phase in self.done else len(self.done)
 
+    def batch_fn(self, sample, stream: int = 0, batch_size: int | None = None):
+        """``step -> Batch``, a pure function of (seed, stream, step): resume needs no loader state."""
+        seed, size = self.train_cfg.seed, batch_size or self.train_cfg.batch_size
+        length = self.model_cfg.n_ctx + 1
 
-def create_run(experiment: Experiment, out: str | None = None, seed: int | None = None, overrides=(),
-               device: str | None = None, overwrite: bool = False) -> RunContext:
-    """Validate the configs, then make a fresh run folder with config.json and vocab.json."""
-    model_cfg, train_cfg, task = build_configs(experiment, list(overrides), seed, device)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = out or os.path.join("runs", experiment.name, f"seed{train_cfg.seed}-{stamp}")
-    vocab = experiment.vocab(task)
-    check_compatible(experiment, model_cfg, train_cfg, task, vocab)
-    prepare_run_dir(run_dir, overwrite)
-    checkpoint.write_run_config(run_dir, {"experiment": experiment.name, "model": to_dict(model_cfg),
-                                          "train": to_dict(train_cfg), "task": to_dict(task)})
-    vocab.save(os.path.join(run_dir, checkpoint.VOCAB))
-    return RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, None)
+        def batch(step: int):
+            rng = np.random.default_rng([seed, stream, step])
+            examples = sample(rng, size)
+            return collate(examples, self.vocab, length=min(length, max(len(e.tokens) for e in examples)))
 
+        return batch
 
-def _execute(ctx: RunContext, quiet: bool) -> dict:
-    experiment, run_dir, model_cfg, train_cfg = ctx.experiment, ctx.run_dir, ctx.model_cfg, ctx.train_cfg
-    t0 = time.perf_counter()
-    report = experiment.run(ctx)
-    report = {"experiment": experiment.name, "run_dir": run_dir, "seed": train_cfg.seed,
-              "architecture": describe_architecture(model_cfg), **report,
-              "wall_s": round(time.perf_counter() - t0, 2)}
-    write_report(run_dir, report)
-    plot_loss(run_dir, experiment.marks(report))
-    experiment.plots(run_dir, report)
-    if not quiet:
-        print(experiment.summary(report))
-        print(f"\nrun folder: {run_dir}  (wall {report['wall_s']:.1f} s)")
-    return report
+    def train(self, model, sample, phase: str = "train", evaluate=None,
+              train_cfg: TrainConfig | None = None) -> Trainer:
+        """Train ``model`` on ``sample(rng, n) -> [Example]`` as phase ``phase``.
 
+        ``evaluate(model, step) -> dict`` runs every ``eval_every`` steps and at the end (logged
+        to metrics.jsonl); ``train_cfg`` overrides the run's TrainConfig for this phase (e.g.
+        its steps). On resume a finished phase loads its saved weights instead of training.
+        Its weights are saved as ``model-<phase>.safetensors`` (``phase_weights_path``).
+        """
+        if phase in self.done:
+            raise ConfigError(f"phase {phase!r} was trained twice in one run; give each phase its own name")
+        cfg = train_cfg or self.train_cfg
+        stream = self.stream(phase)
+        if self.stop_at_first_phase:
+            raise PhaseReached(PhaseSpec(phase, model, sample, stream, cfg, evaluate))
+        trainer = Trainer(model, cfg, self.batch_fn(sample, stream, cfg.batch_size), self.run_dir,
+                          phase=phase, evaluate=evaluate)
+        trainer.fit(self.resume_state, phases_before=list(self.done))
+        self.done.append(phase)
+        return trainer
 
-def describe_architecture(cfg: ModelConfig) -> str:
-    mlp = f"MLP {cfg.d_mlp}" if cfg.d_mlp else "attention-only"
-    conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
-    return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
-            f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}")
+    def phase_weights_path(self, phase: str) -> str:
+        return os.path.join(self.run_dir, phase_weights(phase))
 
+    def load_phase(self, model, phase: str) -> None:
+        """Load the weights saved at the end of ``phase`` into ``model``."""
+        load_weights(model, self.phase_weights_path(phase))
 
-T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
-
-
-def run_seeds(experiment: Experiment, n_seeds: int, out: str | None = None, seed: int | None = None,
-              overrides: list[str] = (), device: str | None = None, overwrite: bool = False) -> dict:
-    """Run ``n_seeds`` seeds into ``out/seed<N>`` and write ``out/report.json`` with, for every
-    result record, the mean accuracy over seeds and a 95% t-interval over seeds."""
-    first = 0 if seed is None else seed
-    out = out or os.path.join("runs", experiment.name, f"seeds{first}-{first + n_seeds - 1}")
-    reports = [run_experiment(experiment, out=os.path.join(out, f"seed{s}"), seed=s, overrides=overrides,
-                              device=device, overwrite=overwrite) for s in range(first, first + n_seeds)]
-    return summarize_seeds(experiment, reports, out)
-
-
-def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None) -> dict:
-    """``out/report.json``: every result record as its mean over the seeds' reports with a 95% t-interval."""
-    from minitf.fileio import atomic_write_json
-    from minitf.report import format_table
-
-    merged = _merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
-    report = {"experiment": experiment.name, "seeds": [r["seed"] for r in reports],
-              "architecture": reports[0]["architecture"], "results": merged,
-              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports), **(extra or {})}
-    atomic_write_json(os.path.join(out, "report.json"), report)
-    rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in _flatten(merged)]
-    print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
-    print(f"\nseed runs and the merged report.json are in {out}")
-    return report
-
-
-def _merge(results: list):
-    """Nested dicts of {"acc", "ci95", "chance", "n"} records → one record per leaf over seeds."""
-    first = results[0]
-    if isinstance(first, dict) and "acc" in first:
-        accs = np.array([r["acc"] for r in results])
-        mean = float(accs.mean())
-        half = T_975.get(len(accs), 1.96) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
-        return {"acc": mean, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "chance": first["chance"],
-                "n": int(sum(r["n"] for r in results)), "per_seed": accs.tolist()}
-    return {k: _merge([r[k] for r in results]) for k in first if all(k in r for r in results)}
-
-
-def _flatten(tree, prefix=""):
-    if isinstance(tree, dict) and "acc" in tree:
-        return [(prefix, tree)]
-    return [item for k, v in tree.items() for item in _flatten(v, f"{prefix}.{k}" if prefix else k)]
+    def eval_rng(self, salt: int = 0) -> np.random.Generator:
+        """A generator for evaluation data, independent of the training streams."""
+        return np.random.default_rng([self.train_cfg.seed, 10_000 + salt])

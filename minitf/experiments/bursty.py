@@ -13,19 +13,19 @@ import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
-from minitf.experiments.base import Experiment, RunContext, run_experiment
-from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
+from minitf.experiments.base import Experiment, RunContext
+from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
 
 EVAL_SEQUENCES = 400
-SWEEP = {"p_bursty": (0.0, 0.5, 0.9), "n_classes": (64, 512)}
 
 
 class BurstyExperiment(Experiment):
     name = "bursty"
     description = "bursty few-shot classification: ICL on holdout classes vs IWL (Chan et al. 2022)"
     task_cls = BurstyTask
+    sweep_grid = {"p_bursty": (0.0, 0.5, 0.9), "n_classes": (64, 512)}
 
     def default_model(self, task) -> ModelConfig:
         return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0,
@@ -74,23 +74,8 @@ class BurstyExperiment(Experiment):
                 f"ablated\nICL with one head ablated: {single}")
         return out
 
-    def sweep(self, out: str, seed: int | None, overrides: list[str], overwrite: bool) -> dict:
-        """Run the p_bursty × n_classes grid; writes sweep.json and phase_diagram.png in ``out``."""
-        from minitf.fileio import atomic_write_json
-
-        os.makedirs(out, exist_ok=True)
-        grid = []
-        for p in SWEEP["p_bursty"]:
-            for k in SWEEP["n_classes"]:
-                run_dir = os.path.join(out, f"p{p}-K{k}")
-                report = run_experiment(self, out=run_dir, seed=seed, overwrite=overwrite, quiet=True,
-                                        overrides=[*overrides, f"p_bursty={p}", f"n_classes={k}"])
-                grid.append({"p_bursty": p, "n_classes": k, "icl": report["results"]["icl"]["acc"],
-                             "iwl": report["results"]["iwl"]["acc"]})
-                print(f"p_bursty={p} K={k}: ICL {grid[-1]['icl']:.3f}  IWL {grid[-1]['iwl']:.3f}", flush=True)
-        atomic_write_json(os.path.join(out, "sweep.json"), {"grid": grid})
+    def sweep_plot(self, out: str, grid: list[dict]) -> None:
         plot_phase_diagram(out, grid)
-        return {"grid": grid}
 
 
 def label_attention(model, examples, vocab) -> list[list[float]]:
@@ -113,9 +98,7 @@ def label_attention(model, examples, vocab) -> list[list[float]]:
 def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
     """ICL accuracy with every induction head (layer ≥ 1, label attention ≥ threshold; else the
     top one) zero-ablated together, and with each single head ablated."""
-    ranked = sorted(((layer, h) for layer in range(1, len(label_attn)) for h in range(len(label_attn[0]))),
-                    key=lambda lh: -label_attn[lh[0]][lh[1]])
-    heads = [list(lh) for lh in ranked if label_attn[lh[0]][lh[1]] >= threshold] or [list(ranked[0])]
+    heads = select_heads(label_attn, threshold=threshold)
     out = {"heads": heads, "icl_acc_before": icl_acc(), "single_heads": {}}
     with ablate_heads(model, [tuple(h) for h in heads]):
         out["icl_acc"] = icl_acc()

@@ -1,7 +1,7 @@
 """``headline`` (and ``reversal`` / ``syllogism`` alone): in-weights vs in-context generalization.
 
 After Lampinen et al. (2025, arXiv 2505.00661) and Berglund et al. (2023, the reversal curse),
-at tiny scale (science.md §1). Phases:
+at tiny scale (docs/science.md, docs/headline.md). Phases:
   phase1_relations  (with both splits) the curriculum's start: episodes of relation facts only;
   phase1         episodes with fresh bindings (→ in-context ability) + fixed-world documents;
   phase2         continue on the *new* facts, one direction only, replaying phase 1's mix;
@@ -24,16 +24,17 @@ query's entity in its role: with more than one, only the relation can pick the f
 """
 import dataclasses
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from minitf.checkpoint import load_weights
 from minitf.config import ModelConfig, TrainConfig
-from minitf.data import collate
 from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
-from minitf.probes import ablate_heads, all_scores, repeated_random_tokens
 from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.binding import (BINDING_PHASES, binding_model, binding_train, episode_accuracy,
+                                        phase2_train)
+from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.relational import RelationalTask
@@ -143,20 +144,49 @@ def _matching_facts(query, context) -> str:
 
 def _same_role_answer(query, pool, rng) -> str:
     """The answer of another query with the same relation word (same role, other pairing)."""
-    others = (sorted({q.answer for q in pool if q.prompt[1] == query.prompt[1]} - {query.answer})
+    others = (sorted({q.answer for q in pool if q.prompt[1] == query.prompt[1]} - {query.answer, *query.exclude})
               or sorted({q.answer for q in pool} - {query.answer}))  # tiny worlds: any other answer
     return str(others[rng.integers(len(others))])
 
 
-class RelationalExperiment(Experiment):
+@dataclass
+class HeadlineConfig:
+    """The headline's schedule (phase 1's mixed part is TrainConfig.steps)."""
+
+    # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
+    # facts only, then on the full mix. Premise chains from the start slowed relation binding
+    # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.78 after 700 + 700, 0.80 after 900 + 700).
+    relation_steps: int = 900
+    # steps of each phase-2 run; entities in both roles need a little more than 200 (oracle 0.955 at 200)
+    phase2_steps: int = 250
+
+    def validate(self):
+        if self.relation_steps < 0:
+            raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
+        if self.phase2_steps < 1:
+            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
+        return self
+
+
+class HeadlineExperiment(Experiment):
     name = "headline"
     description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
     task_cls = RelationalTask
+    config_cls = HeadlineConfig
+    phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self")
+    artifacts = ("results.png",)
     splits = "reversal,syllogism"
     phase1_steps = 700
 
     def default_task(self):
         return RelationalTask(splits=self.splits)
+
+    def pin_inputs(self, task):
+        """A user's facts file (``--facts``) is pinned by its path and content hash."""
+        if task.facts_file and not task.facts_sha256:
+            return dataclasses.replace(task, facts_file=os.path.abspath(task.facts_file),
+                                       facts_sha256=task.user_facts().sha256)
+        return task
 
     def default_model(self, task) -> ModelConfig:
         return binding_model(len(self.vocab(task)), task.max_seq_len())
@@ -185,36 +215,30 @@ class RelationalExperiment(Experiment):
             return {"episode_answer_acc": episode_accuracy(model, probe_examples, ctx.vocab)}
 
         model = ctx.new_model()
-        done = []
-        if task.relation_steps and len(task.split_list()) > 1:  # the curriculum: relations first
+        schedule = ctx.config
+        if schedule.relation_steps and len(task.split_list()) > 1:  # the curriculum: relations first
             ctx.train(model, lambda rng, n: phase1_sample(rng, n, ["reversal"]), phase="phase1_relations",
-                      train_cfg=dataclasses.replace(ctx.train_cfg, steps=task.relation_steps),
+                      train_cfg=dataclasses.replace(ctx.train_cfg, steps=schedule.relation_steps),
                       evaluate=phase1_eval)
-            done.append("phase1_relations")
-        ctx.train(model, phase1_sample, phase="phase1", phase_index=1, evaluate=phase1_eval, phases_before=done)
-        done.append("phase1")
-        phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
+        ctx.train(model, phase1_sample, phase="phase1", evaluate=phase1_eval)
         results = {"in_context": qset.evaluate(model.eval(), "in_context")}
         by_shared_relation = qset.by_shared_relation(model)
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
         induction = induction_section(model, world, ctx, qset, results["in_context"])
         generated, gen_stats = self_generated(model, world, ctx.vocab)
 
-        phase2_cfg = dataclasses.replace(ctx.train_cfg, steps=task.phase2_steps, warmup=20,
-                                         eval_every=0, checkpoint_every=0)
+        phase2_cfg = phase2_train(ctx.train_cfg, schedule.phase2_steps)
         variants = [("phase2", [], "in_weights"), ("phase2_oracle", world.oracle_augmentation(), "augmented_oracle"),
                     ("phase2_self", generated, "augmented_self")]
-        for index, (phase, extra, condition) in enumerate(variants, start=2):
-            load_weights(model, phase1_weights)
+        for phase, extra, condition in variants:
+            ctx.load_phase(model, "phase1")
             sentences = world.new_sentences() + extra
 
             def phase2_sample(rng, n, sentences=sentences):
                 return [world.document(rng, sentences) if rng.random() < task.new_fact_fraction
                         else phase1_sample(rng, 1)[0] for _ in range(n)]
 
-            ctx.train(model, phase2_sample, phase=phase, phase_index=index, train_cfg=phase2_cfg,
-                      phases_before=done)
-            done.append(phase)
+            ctx.train(model, phase2_sample, phase=phase, train_cfg=phase2_cfg)
             model.eval()
             results[condition] = qset.evaluate(model, condition)
             if phase == "phase2":
@@ -264,19 +288,6 @@ class RelationalExperiment(Experiment):
         plot_results(run_dir, report)
 
 
-def binding_model(vocab_size: int, n_ctx: int) -> ModelConfig:
-    """The architecture for in-context binding of facts (headline and semantic share it).
-    science.md §1's recipe (attention-only, 4 heads, conv 4) at d_model 128: measured on the
-    reversal split at 600 steps, in-context reversal top-1 0.605 vs 0.36 at d_model 64."""
-    return ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=0, conv_kernel=4,
-                       vocab_size=vocab_size, n_ctx=n_ctx)
-
-
-def binding_train() -> TrainConfig:
-    return TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
-                       checkpoint_every=500, log_every=25)
-
-
 def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
@@ -289,9 +300,7 @@ def induction_section(model, world, ctx, qset, in_context: dict, n_heads: int = 
     tokens = repeated_random_tokens(ctx.eval_rng(3), ctx.vocab.encode(world.entities), 64, segment,
                                     bos_id=ctx.vocab.index["<bos>"])
     scores = all_scores(model, tokens, segment, start=1)
-    ranked = sorted(((layer, h) for layer in range(1, cfg.n_layers) for h in range(cfg.n_heads)),
-                    key=lambda lh: -scores["prefix_matching"][lh[0]][lh[1]])
-    heads = [list(h) for h in ranked[:n_heads]]
+    heads = select_heads(scores["prefix_matching"], top=n_heads)
     others = [[layer, h] for layer in range(cfg.n_layers) for h in range(cfg.n_heads) if [layer, h] not in heads]
     rng = np.random.default_rng([ctx.train_cfg.seed, 4242])
     random_heads = [others[i] for i in rng.choice(len(others), len(heads), replace=False)]
@@ -306,15 +315,6 @@ def induction_section(model, world, ctx, qset, in_context: dict, n_heads: int = 
     with ablate_heads(model, [tuple(h) for h in random_heads]):
         out["random_heads"], out["random_ablated"] = random_heads, metric(model)
     return out
-
-
-def episode_accuracy(model, examples: list[Example], vocab) -> float:
-    """Fraction of scored answers in held-out episodes that are the model's argmax."""
-    batch = collate(examples, vocab)
-    with torch.no_grad():
-        pred = model(batch.inputs).argmax(-1)
-    hits = ((pred == batch.targets).float() * batch.mask).sum()
-    return float(hits / batch.mask.sum())
 
 
 def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
@@ -347,14 +347,14 @@ def plot_results(run_dir: str, report: dict) -> str:
     return path
 
 
-class ReversalExperiment(RelationalExperiment):
+class ReversalExperiment(HeadlineExperiment):
     name = "reversal"
     description = "the headline on relation facts only (the reversal curse)"
     splits = "reversal"
     phase1_steps = 1000
 
 
-class SyllogismExperiment(RelationalExperiment):
+class SyllogismExperiment(HeadlineExperiment):
     name = "syllogism"
     description = "the headline on syllogisms only (two-hop deductions from premises)"
     splits = "syllogism"

@@ -14,7 +14,7 @@ from minitf.data import collate
 from minitf.evaluate import per_position_loss
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.induction_plots import plot_induction
-from minitf.probes import ablation_effect, all_scores, icl_score, repeated_random_tokens
+from minitf.probes import ablation_effect, all_scores, icl_score, repeated_random_tokens, select_heads
 from minitf.report import format_table, read_metrics
 from toy_tasks.induction import BOS, InductionTask
 
@@ -26,6 +26,7 @@ class InductionExperiment(Experiment):
     name = "induction"
     description = "induction heads on repeated random tokens (2-layer attention-only)"
     task_cls = InductionTask
+    artifacts = ("scores.png", "head_scores.png", "attention.png")
 
     def default_model(self, task) -> ModelConfig:
         return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0,
@@ -64,9 +65,8 @@ class InductionExperiment(Experiment):
         ablation = None
         if top is not None:
             # induction heads are redundant (several form): ablate every layer ≥ 1 head with
-            # prefix-matching > 0.5, or the top one if none passes
-            heads = [[layer, h] for layer, row in enumerate(scores["prefix_matching"]) if layer >= 1
-                     for h, v in enumerate(row) if v > 0.5] or [top]
+            # prefix-matching ≥ 0.5, or the top one if none passes (listed in layer-major order)
+            heads = sorted(select_heads(scores["prefix_matching"], threshold=0.5))
 
             def second_repeat_loss(m):
                 return per_position_loss(m, eval_batch)[second].mean().item()

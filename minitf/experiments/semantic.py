@@ -15,18 +15,17 @@ augmented_oracle, retrieval (the trained facts about the query's subject and the
 it is-a put in context), and trained_facts (trained facts asked as trained: a sanity row).
 Every split is scored k-way among hard distractors and top-1 over all words of the answer's kind.
 """
-import dataclasses
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from minitf.checkpoint import load_weights
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.relational import binding_model, binding_train, episode_accuracy
+from minitf.experiments.binding import BINDING_PHASES, binding_model, binding_train, episode_accuracy, phase2_train
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.hierarchy import SPLITS, Fact
@@ -77,10 +76,24 @@ class WorldQueries:
         return hits, float(np.mean(chances))
 
 
+@dataclass
+class SemanticConfig:
+    phase2_steps: int = 400  # steps of each phase-2 run
+
+    def validate(self):
+        if self.phase2_steps < 1:
+            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
+        return self
+
+
 class SemanticExperiment(Experiment):
     name = "semantic"
     description = "category hierarchy in nonsense words: in weights vs in context, structured vs control"
     task_cls = SemanticTask
+    config_cls = SemanticConfig
+    # phase 1 uses the binding curriculum's stream (no relation-only start here)
+    phases = BINDING_PHASES + tuple(f"{w}_{s}" for w in WORLDS for s in ("phase2", "oracle", "self"))
+    artifacts = ("results.png",)
 
     def default_model(self, task) -> ModelConfig:
         return binding_model(len(self.vocab(task)), task.max_seq_len() - 1)  # the headline's, to compare
@@ -102,29 +115,24 @@ class SemanticExperiment(Experiment):
             return [episodes.episode(rng) for _ in range(n)]
 
         model = ctx.new_model()
-        ctx.train(model, phase1_sample, phase="phase1", phase_index=1,
+        ctx.train(model, phase1_sample, phase="phase1",
                   evaluate=lambda m, step: {"episode_answer_acc": episode_accuracy(m, probe, ctx.vocab)})
-        phase1_weights = os.path.join(ctx.run_dir, "model-phase1.safetensors")
         episode_acc = episode_accuracy(model.eval(), probe, ctx.vocab)
-        phase2_cfg = dataclasses.replace(ctx.train_cfg, steps=task.phase2_steps, warmup=20,
-                                         eval_every=0, checkpoint_every=0)
-        results, generation, done, index = {}, {}, ["phase1"], 2
+        phase2_cfg = phase2_train(ctx.train_cfg, ctx.config.phase2_steps)
+        results, generation = {}, {}
         for w, name in enumerate(WORLDS):
             world = worlds[name]
             qset = WorldQueries(world, ctx.vocab, ctx.eval_rng(10 + w))
-            load_weights(model, phase1_weights)
+            ctx.load_phase(model, "phase1")
             res = {"in_context": qset.evaluate(model.eval(), "in_context")}
             generated, generation[name] = self_generated(model, world, ctx.vocab)
             oracle = [(fact, phrasing) for _, fact, phrasing in world.augmentation_prompts()]
             for suffix, extra, condition in (("phase2", [], "in_weights"), ("oracle", oracle, "augmented_oracle"),
                                              ("self", generated, "augmented_self")):
-                load_weights(model, phase1_weights)
+                ctx.load_phase(model, "phase1")
                 sample = document_sampler(world, world.training_sentences() + extra, task.new_fact_fraction,
                                           phase1_sample)
-                phase = f"{name}_{suffix}"
-                ctx.train(model, sample, phase=phase, phase_index=index, train_cfg=phase2_cfg, phases_before=done)
-                done.append(phase)
-                index += 1
+                ctx.train(model, sample, phase=f"{name}_{suffix}", train_cfg=phase2_cfg)
                 model.eval()
                 res[condition] = qset.evaluate(model, condition)
                 if suffix == "phase2":

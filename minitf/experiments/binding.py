@@ -1,0 +1,45 @@
+"""What the headline and semantic experiments share: binding facts in context, then phase 2.
+
+Both first train episodes of fresh facts stated in context (where in-context ability comes
+from), then continue from those weights on a world's facts in several phase-2 variants. They
+share the architecture, the phase-1 schedule, the episode probe and the phase-2 settings.
+"""
+import dataclasses
+
+import torch
+
+from minitf.config import ModelConfig, TrainConfig
+from minitf.data import collate
+from toy_tasks import Example
+
+# The binding curriculum's phases, in data-stream order: an optional relation-only start
+# (the headline's, with both splits), then phase 1. Phase-2 variants follow in each experiment.
+BINDING_PHASES = ("phase1_relations", "phase1")
+
+
+def binding_model(vocab_size: int, n_ctx: int) -> ModelConfig:
+    """The architecture for in-context binding of facts (headline and semantic share it): 2
+    attention-only layers, 4 heads, a causal conv of 4 ("smeared keys", Olsson et al. 2022) at
+    d_model 128 — measured on the reversal split at 600 steps, in-context reversal top-1 0.605
+    vs 0.36 at d_model 64 (docs/headline.md)."""
+    return ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, d_mlp=0, conv_kernel=4,
+                       vocab_size=vocab_size, n_ctx=n_ctx)
+
+
+def binding_train() -> TrainConfig:
+    return TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
+                       checkpoint_every=500, log_every=25)
+
+
+def phase2_train(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """A phase-2 run: ``steps`` steps, a short warmup, no evaluations or checkpoints midway."""
+    return dataclasses.replace(cfg, steps=steps, warmup=20, eval_every=0, checkpoint_every=0)
+
+
+def episode_accuracy(model, examples: list[Example], vocab) -> float:
+    """Fraction of scored answers in held-out episodes that are the model's argmax."""
+    batch = collate(examples, vocab)
+    with torch.no_grad():
+        pred = model(batch.inputs).argmax(-1)
+    hits = ((pred == batch.targets).float() * batch.mask).sum()
+    return float(hits / batch.mask.sum())

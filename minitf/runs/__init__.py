@@ -1,0 +1,140 @@
+"""The runner: one run, seeds, ensembles and sweeps of any ``Experiment``.
+
+``run`` validates everything, then creates (or resumes) the run folder, calls
+``experiment.run(ctx)``, and writes the plots and finally report.json (whose presence marks a
+finished run). ``resolve_experiment`` turns a command-line name into an experiment: a
+registered name (``headline``) or an import path (``my_pkg.my_module:MyExperiment``, or
+``path/to/file.py:MyExperiment``).
+"""
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+
+from minitf import artifacts, checkpoint
+from minitf.config import ModelConfig
+from minitf.errors import ConfigError, RunInterrupted
+from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
+from minitf.experiments.base import Experiment, RunContext
+from minitf.report import plot_loss, write_report
+from minitf.runs import folder
+
+
+def resolve_experiment(ref: str | None) -> tuple[Experiment, str]:
+    """``(experiment, ref)`` for a registered name or ``module:Class`` / ``file.py:Class``."""
+    ref = ref or DEFAULT_EXPERIMENT
+    if ref in EXPERIMENTS:
+        return EXPERIMENTS[ref], ref
+    if ":" not in ref:
+        raise ConfigError(f"unknown experiment {ref!r}; choose one of: {', '.join(EXPERIMENTS)}, or give your own "
+                          "as module.path:ClassName (see docs/experiments.md)")
+    module_name, _, class_name = ref.rpartition(":")
+    try:
+        if module_name.endswith(".py"):
+            if not os.path.isfile(module_name):
+                raise ConfigError(f"experiment file {module_name} does not exist")
+            spec = importlib.util.spec_from_file_location(os.path.basename(module_name)[:-3], module_name)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:  # `python train.py my_pkg.mod:Cls` from the user's folder
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"cannot import {module_name!r} for experiment {ref!r} ({e}); run from the folder that "
+                          "holds the module, or give path/to/file.py:ClassName") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Experiment)):
+        raise ConfigError(f"{ref!r}: {module_name} has no Experiment subclass named {class_name!r}")
+    experiment = cls()
+    problems = [a for a in ("name", "task_cls") if not getattr(experiment, a)]
+    if problems:
+        raise ConfigError(f"{ref!r}: set the class attribute(s) {', '.join(problems)} (docs/experiments.md)")
+    return experiment, ref
+
+
+def run(experiment: Experiment | str | None = None, out: str | None = None, seed: int | None = None,
+        overrides=(), device: str | None = None, overwrite: bool = False, resume: str | None = None,
+        quiet: bool = False) -> dict:
+    """Run (or ``resume``) one experiment; returns its report, also written to report.json.
+
+    Raises a ``MinitfError`` subclass, before anything is written, for any bad input.
+    """
+    if resume:
+        saved = checkpoint.read_run_config(resume)
+        ref = saved.get("experiment_ref") or saved.get("experiment")
+        if experiment is not None:
+            chosen, _ = (experiment, None) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+            if chosen.name != saved.get("experiment"):
+                raise ConfigError(f"{resume} is a run of experiment {saved.get('experiment')!r}, not "
+                                  f"{chosen.name!r}; resume it with `train.py --resume {resume}` alone")
+        exp, ref = resolve_experiment(ref)
+        ctx = folder.open_for_resume(resume, exp, ref, saved, device)
+        if ctx is None:
+            if not quiet:
+                print(f"{resume} is a finished run (its report.json is written); nothing to resume. "
+                      "Start a new run with another --out, or --overwrite.")
+            return read_report(resume)
+        folder.begin_resume(ctx)
+        return execute(ctx, quiet)
+    exp, ref = (experiment, experiment.name) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+    ctx = folder.prepare_run(exp, out, seed, overrides, device, overwrite)
+    return execute(folder.create(ctx, ref), quiet)
+
+
+def read_report(run_dir: str) -> dict:
+    with open(os.path.join(run_dir, artifacts.REPORT)) as f:
+        return json.load(f)
+
+
+def execute(ctx: RunContext, quiet: bool = False) -> dict:
+    """Run the experiment in a created or resumable context; plots, then report.json last."""
+    experiment, run_dir = ctx.experiment, ctx.run_dir
+    if not quiet:
+        print(f"run folder: {run_dir}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        report = experiment.run(ctx)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir) from None
+    report = {"experiment": experiment.name, "run_dir": run_dir, "seed": ctx.train_cfg.seed,
+              "architecture": describe_architecture(ctx.model_cfg), **report,
+              "wall_s": round(time.perf_counter() - t0, 2)}
+    plot_loss(run_dir, experiment.marks(report))
+    experiment.plots(run_dir, report)
+    write_report(run_dir, report)
+    if not quiet:
+        print(experiment.summary(report))
+        print(f"\nrun folder: {run_dir}  (wall {report['wall_s']:.1f} s)")
+    return report
+
+
+def show_config(experiment: Experiment | str | None, overrides=(), seed: int | None = None,
+                device: str | None = None) -> str:
+    """Every ``--set`` key of an experiment with its value (after ``overrides``), by section."""
+    exp, _ = (experiment, None) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+    configs = folder.build_configs(exp, list(overrides), seed, device)
+    lines = [f"# {exp.name}: every --set key and its value"]
+    for title, cfg in zip(("model", "train", "task", "experiment"), configs):
+        fields = dataclasses.fields(cfg)
+        if fields:
+            lines.append(f"\n[{title}: {type(cfg).__name__}]")
+            lines += [f"{f.name} = {getattr(cfg, f.name)!r}" for f in fields]
+    return "\n".join(lines)
+
+
+def describe_architecture(cfg: ModelConfig) -> str:
+    mlp = f"MLP {cfg.d_mlp}" if cfg.d_mlp else "attention-only"
+    conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
+    return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
+            f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}")
+
+
+from minitf.runs.ensemble import run_ensemble  # noqa: E402
+from minitf.runs.seeds import run_seeds  # noqa: E402
+from minitf.runs.sweep import run_sweep  # noqa: E402
+
+__all__ = ["run", "run_seeds", "run_ensemble", "run_sweep", "resolve_experiment", "execute", "show_config"]

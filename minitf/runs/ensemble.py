@@ -1,0 +1,93 @@
+"""``--ensemble K``: run an experiment for K seeds, training their first phase as one ensemble.
+
+Each member is an ordinary run folder (``out/seed<N>``) with its own config, seeded data
+stream, metrics, checkpoint and report, so probes, ``minitf.load`` and ``--resume`` treat a
+member exactly like a single run. How:
+1. every member's configs and folder are checked, then the folders are created;
+2. each member's ``run`` is started on a context that stops at its first ``ctx.train``
+   (``RunContext.stop_at_first_phase``), which hands over the seeded model, the data
+   sampler, the phase's stream and its per-step evaluation;
+3. those first phases train together (``minitf.ensemble``: stacked weights + vmap), logged
+   per member as a Trainer would, and each member's phase weights + a checkpoint marking
+   the phase done are written;
+4. each member then runs as ``--resume`` would: the finished phase loads from its weights,
+   later phases (if any) train one member at a time, and the report is written.
+Member losses equal single runs to float32 reordering (tests/test_ensemble.py).
+"""
+import dataclasses
+import os
+import time
+
+from tqdm import tqdm
+
+from minitf.ensemble import Ensemble, train_ensemble
+from minitf.errors import ConfigError
+from minitf.experiments.base import Experiment, PhaseReached, PhaseSpec, RunContext
+from minitf.trainer import Trainer, lr_at
+
+
+def first_phase(ctx: RunContext) -> PhaseSpec:
+    """The member's first phase, collected by running its experiment up to its first ``ctx.train``."""
+    probe = dataclasses.replace(ctx, stop_at_first_phase=True, done=[])
+    try:
+        ctx.experiment.run(probe)
+    except PhaseReached as reached:
+        return reached.phase
+    raise ConfigError(f"experiment {ctx.experiment.name!r} trains nothing, so it has nothing to ensemble")
+
+
+def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = None, seed: int | None = None,
+                 overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
+    """Train seeds seed..seed+k-1 (first phase batched), report each member and their mean."""
+    from minitf.runs import folder, resolve_experiment, run
+    from minitf.runs.seeds import check_parent, seed_dirs, summarize_seeds
+
+    experiment, ref = resolve_experiment(experiment) if not isinstance(experiment, Experiment) else (
+        experiment, experiment.name)
+    if k < 2:
+        raise ConfigError(f"--ensemble needs K >= 2 (got {k}); for one model run without it")
+    if device == "cuda":
+        raise ConfigError("--ensemble trains on CPU only; drop --device cuda")
+    first_seed = 0 if seed is None else seed
+    seeds = list(range(first_seed, first_seed + k))
+    out = out or os.path.join("runs", experiment.name, f"ensemble{seeds[0]}-{seeds[-1]}")
+    check_parent(out, overwrite)
+    prepared = [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
+                for d, s in zip(seed_dirs(out, seeds), seeds)]
+    contexts = [folder.create(ctx, ref) for ctx in prepared]
+    phases = [first_phase(ctx) for ctx in contexts]
+    cfg = phases[0].train_cfg
+    t0 = time.perf_counter()
+    train_members(contexts, phases, cfg)
+    ensemble_s = time.perf_counter() - t0
+    reports = [run(resume=ctx.run_dir, device=device) for ctx in contexts]
+    extra = {"ensemble": {"members": k, "phase": phases[0].name, "steps": cfg.steps, "wall_s": round(ensemble_s, 2),
+                          "member_steps_per_s": round(k * cfg.steps / ensemble_s, 2)}}
+    return summarize_seeds(experiment, reports, out, extra)
+
+
+def train_members(contexts: list[RunContext], phases: list[PhaseSpec], cfg) -> None:
+    """One batched training of every member's first phase; logs and saves per member like Trainer.fit."""
+    ensemble = Ensemble(lambda i: phases[i].model, list(range(len(phases))))
+    trainers = [Trainer(p.model, cfg, None, ctx.run_dir, phase=p.name, evaluate=p.evaluate)
+                for ctx, p in zip(contexts, phases)]
+    batch_fns = [ctx.batch_fn(p.sample, p.stream, cfg.batch_size) for ctx, p in zip(contexts, phases)]
+    bar = tqdm(total=cfg.steps, desc=f"{phases[0].name} x{len(phases)}", disable=None, leave=False)
+
+    def on_step(step: int, losses: list[float]) -> None:
+        bar.update(1)
+        log = step % cfg.log_every == 0 or step == cfg.steps
+        evaluate = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps
+        for i, trainer in enumerate(trainers):
+            trainer.step = step
+            if log:
+                trainer.log({"step": step, "loss": losses[i], "lr": lr_at(step - 1, cfg)})
+            if evaluate and trainer.evaluate:
+                trainer.model = ensemble.member(i)
+                trainer.run_eval()
+
+    train_ensemble(ensemble, cfg, batch_fns, on_step)
+    bar.close()
+    for i, trainer in enumerate(trainers):
+        trainer.model = ensemble.member(i)
+        trainer.finish([])

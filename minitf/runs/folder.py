@@ -1,0 +1,174 @@
+"""The run-folder lifecycle: create, refuse, overwrite (minitf's own files only), resume.
+
+Every check runs before anything is written: a rejected command leaves the folder exactly as
+it was, so the corrected command is never refused because of a half-made run. A finished run
+(report.json present) is never rewritten by ``--resume``.
+"""
+import dataclasses
+import os
+import time
+
+import torch
+
+from minitf import artifacts, checkpoint
+from minitf.attention import backend_problem
+from minitf.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError, RunExistsError
+from minitf.experiments.base import Experiment, RunContext
+from minitf.fileio import remove_stale_temp_files
+
+
+def build_configs(experiment: Experiment, overrides: list[str], seed: int | None = None,
+                  device: str | None = None):
+    """(model_cfg, train_cfg, task, config) with ``key=value`` overrides applied and validated.
+    Task overrides apply first: model defaults (vocab_size, n_ctx) derive from the task."""
+    task_keys = {f.name for f in dataclasses.fields(experiment.task_cls)}
+    task_over = [o for o in overrides if o.split("=", 1)[0].strip() in task_keys]
+    rest = [o for o in overrides if o not in task_over]
+    (task,) = apply_overrides([experiment.default_task()], task_over)
+    _validate(task)
+    task = experiment.pin_inputs(task)
+    model_cfg, train_cfg, _, config = apply_overrides(
+        [experiment.default_model(task), experiment.default_train(), task, experiment.default_config()], rest)
+    _validate(config)
+    if seed is not None:
+        train_cfg = dataclasses.replace(train_cfg, seed=seed)
+    if device is not None:
+        train_cfg = dataclasses.replace(train_cfg, device=device)
+    return model_cfg, train_cfg, task, config
+
+
+def _validate(cfg) -> None:
+    try:
+        cfg.validate()
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"invalid {type(cfg).__name__}: {e}") from None
+
+
+def check_compatible(experiment: Experiment, model_cfg: ModelConfig, train_cfg: TrainConfig, task, vocab) -> None:
+    """Everything that can make a run fail before it starts, as one ConfigError."""
+    model_cfg.validate()
+    train_cfg.validate()
+    if len(vocab) > model_cfg.vocab_size:
+        raise ConfigError(f"vocab_size={model_cfg.vocab_size} is smaller than the task's "
+                          f"{len(vocab)} tokens; set --set vocab_size={len(vocab)} or larger")
+    need = experiment.max_seq_len(task)
+    if need - 1 > model_cfg.n_ctx:  # inputs are the sequence minus its last token
+        raise ConfigError(f"n_ctx={model_cfg.n_ctx} is smaller than the task's sequences "
+                          f"({need - 1} input tokens); set --set n_ctx={need - 1} or larger")
+    if train_cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device='cuda' but no CUDA GPU is available; use --device cpu")
+    why = backend_problem(model_cfg.attn_impl, model_cfg.d_head, train_cfg.device)
+    if why:
+        raise ConfigError(why)
+
+
+def check_new_folder(run_dir: str, experiment: Experiment, overwrite: bool) -> None:
+    """Refuse a path that is a file, or a folder that holds a run (unless ``overwrite``)."""
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunExistsError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
+    existing = artifacts.own_files(run_dir, experiment.artifacts)
+    if existing and not overwrite:
+        raise RunExistsError(f"{run_dir} already holds a run ({', '.join(existing[:6])}); continue it with "
+                             f"--resume {run_dir}, choose another --out, or pass --overwrite (which replaces "
+                             "minitf's files there and keeps your own)")
+
+
+def clear_own_files(run_dir: str, experiment: Experiment) -> None:
+    """``--overwrite``: remove minitf's artifacts; files the user keeps there stay."""
+    for name in artifacts.own_files(run_dir, experiment.artifacts):
+        os.unlink(os.path.join(run_dir, name))
+
+
+def default_run_dir(experiment: Experiment, seed: int) -> str:
+    return os.path.join("runs", experiment.name, f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def prepare_run(experiment: Experiment, out: str | None = None, seed: int | None = None, overrides=(),
+                device: str | None = None, overwrite: bool = False) -> RunContext:
+    """Validate everything for a new run; writes nothing (``create`` does)."""
+    model_cfg, train_cfg, task, config = build_configs(experiment, list(overrides), seed, device)
+    run_dir = out or default_run_dir(experiment, train_cfg.seed)
+    vocab = experiment.vocab(task)
+    check_compatible(experiment, model_cfg, train_cfg, task, vocab)
+    check_new_folder(run_dir, experiment, overwrite)
+    return RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, None, config)
+
+
+def create(ctx: RunContext, experiment_ref: str) -> RunContext:
+    """Make the prepared run's folder with config.json and vocab.json (replacing minitf's
+    files of an earlier run there, which ``prepare_run`` allowed only with overwrite)."""
+    os.makedirs(ctx.run_dir, exist_ok=True)
+    clear_own_files(ctx.run_dir, ctx.experiment)
+    checkpoint.write_run_config(ctx.run_dir, {
+        "experiment": ctx.experiment.name, "experiment_ref": experiment_ref, "model": to_dict(ctx.model_cfg),
+        "train": to_dict(ctx.train_cfg), "task": to_dict(ctx.task), "experiment_config": to_dict(ctx.config)})
+    ctx.vocab.save(os.path.join(ctx.run_dir, artifacts.VOCAB))
+    return ctx
+
+
+def saved_configs(experiment: Experiment, saved: dict):
+    """The four configs of a config.json. Runs written before schedule settings moved from the
+    task to the experiment config keep them under "task": they are moved over."""
+    task_data, config_data = dict(saved["task"]), dict(saved.get("experiment_config", {}))
+    for f in dataclasses.fields(experiment.config_cls):
+        if f.name in task_data:
+            config_data.setdefault(f.name, task_data.pop(f.name))
+    return (from_dict(ModelConfig, saved["model"]), from_dict(TrainConfig, saved["train"]),
+            from_dict(experiment.task_cls, task_data), from_dict(experiment.config_cls, config_data))
+
+
+def restart_command(experiment_ref: str, experiment: Experiment, run_dir: str, configs) -> str:
+    """The exact command that starts this run again from scratch in the same folder."""
+    model_cfg, train_cfg, task, config = configs
+    defaults = build_configs(experiment, [], train_cfg.seed, train_cfg.device)
+    sets = [f"--set {f.name}={getattr(cfg, f.name)}" for cfg, default in zip(configs, defaults)
+            for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)
+            and f.name not in ("seed", "device")]
+    device = " --device cuda" if train_cfg.device == "cuda" else ""
+    return " ".join([f"python train.py {experiment_ref} --out {run_dir} --seed {train_cfg.seed}{device} --overwrite",
+                     *sets])
+
+
+def open_for_resume(run_dir: str, experiment: Experiment, experiment_ref: str, saved: dict,
+                    device: str | None = None) -> RunContext | None:
+    """Check that the run can continue, without changing anything; None if it is finished.
+
+    Raises one CheckpointError / ConfigError naming the fix; for a damaged checkpoint the fix
+    is the exact command that restarts the run in place (``--overwrite``, the same settings).
+    """
+    configs = saved_configs(experiment, saved)
+    model_cfg, train_cfg, task, config = configs
+    _validate(task)
+    _validate(config)
+    if device is not None:
+        train_cfg = dataclasses.replace(train_cfg, device=device)
+    vocab = experiment.vocab(task)
+    check_compatible(experiment, model_cfg, train_cfg, task, vocab)
+    if os.path.exists(os.path.join(run_dir, artifacts.REPORT)):
+        return None
+    restart = restart_command(experiment_ref, experiment, run_dir, configs)
+    state_path = os.path.join(run_dir, artifacts.TRAINER_STATE)
+    state = {"phase": None, "phases_done": []}  # killed before its first checkpoint
+    try:
+        if os.path.exists(state_path):
+            state = checkpoint.load_trainer_state(state_path)
+        for phase in state.get("phases_done", []):
+            checkpoint.check_weights_file(os.path.join(run_dir, artifacts.phase_weights(phase)))
+    except (CheckpointError, CheckpointNotFoundError) as e:
+        raise CheckpointError(f"cannot resume {run_dir}: {e}. Start it again from scratch (your own "
+                              f"files there are kept): {restart}") from None
+    return RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, state, config)
+
+
+def begin_resume(ctx: RunContext) -> None:
+    """The first change a resume makes, after every check passed: drop a killed write's temp
+    files, and a run that never checkpointed starts over (its log and weights go)."""
+    remove_stale_temp_files(ctx.run_dir)
+    if ctx.resume_state.get("phase") is None and not ctx.resume_state.get("phases_done"):
+        for name in (artifacts.METRICS, artifacts.WEIGHTS):
+            path = os.path.join(ctx.run_dir, name)
+            if os.path.exists(path):
+                os.unlink(path)

@@ -1,0 +1,76 @@
+"""``--seeds N``: one run folder per seed, and a merged report with intervals over seeds."""
+import os
+
+import numpy as np
+
+from minitf import artifacts
+from minitf.errors import RunExistsError
+from minitf.experiments.base import Experiment
+from minitf.fileio import atomic_write_json
+from minitf.report import format_table
+
+# two-sided 95% Student t quantiles by number of seeds (degrees of freedom + 1)
+T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+
+
+def seed_dirs(out: str, seeds: list[int]) -> list[str]:
+    return [os.path.join(out, f"seed{s}") for s in seeds]
+
+
+def check_parent(out: str, overwrite: bool) -> None:
+    """A multi-seed folder holds seed<N>/ run folders and the merged report.json."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
+    if os.path.exists(os.path.join(out, artifacts.REPORT)) and not overwrite:
+        raise RunExistsError(f"{out} already holds a merged report of several seeds; choose another --out, "
+                             "or pass --overwrite")
+
+
+def run_seeds(experiment: Experiment | str | None, n_seeds: int, out: str | None = None, seed: int | None = None,
+              overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
+    """Run seeds seed..seed+n-1 into ``out/seed<N>`` (every folder checked before the first
+    run starts) and write ``out/report.json``: each result record's mean over seeds with a
+    95% t-interval over seeds and the per-seed values."""
+    from minitf.runs import execute, folder, resolve_experiment
+
+    experiment, ref = resolve_experiment(experiment) if not isinstance(experiment, Experiment) else (
+        experiment, experiment.name)
+    first = 0 if seed is None else seed
+    seeds = list(range(first, first + n_seeds))
+    out = out or os.path.join("runs", experiment.name, f"seeds{seeds[0]}-{seeds[-1]}")
+    check_parent(out, overwrite)
+    contexts = [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
+                for d, s in zip(seed_dirs(out, seeds), seeds)]
+    reports = [execute(folder.create(ctx, ref)) for ctx in contexts]
+    return summarize_seeds(experiment, reports, out)
+
+
+def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None) -> dict:
+    """``out/report.json``: every result record as its mean over the seeds' reports with a 95% t-interval."""
+    merged = merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
+    report = {"experiment": experiment.name, "seeds": [r["seed"] for r in reports],
+              "architecture": reports[0]["architecture"], "results": merged,
+              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports), **(extra or {})}
+    atomic_write_json(os.path.join(out, artifacts.REPORT), report)
+    rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in flatten(merged)]
+    print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
+    print(f"\nseed runs and the merged report.json are in {out}")
+    return report
+
+
+def merge(results: list):
+    """Nested dicts of {"acc", "ci95", "chance", "n"} records → one record per leaf over seeds."""
+    first = results[0]
+    if isinstance(first, dict) and "acc" in first:
+        accs = np.array([r["acc"] for r in results])
+        mean = float(accs.mean())
+        half = T_975.get(len(accs), 1.96) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
+        return {"acc": mean, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "chance": first["chance"],
+                "n": int(sum(r["n"] for r in results)), "per_seed": accs.tolist()}
+    return {k: merge([r[k] for r in results]) for k in first if all(k in r for r in results)}
+
+
+def flatten(tree, prefix=""):
+    if isinstance(tree, dict) and "acc" in tree:
+        return [(prefix, tree)]
+    return [item for k, v in tree.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
