@@ -1,26 +1,18 @@
 """Fused attention in Triton, FlashAttention-2 style: forward, backward, autograd, limits.
 
-Sources: FlashAttention-2 (Dao 2023, arXiv:2307.08691) for the algorithm and the split of the
-backward into a key-block pass (dK, dV) and a query-block pass (dQ); the Triton fused-attention
-tutorial (06-fused-attention) for the causal fast path. Written for this project.
+Sources: FlashAttention-2 (Dao 2023, arXiv:2307.08691) for the algorithm and the backward's split
+into a key-block pass (dK, dV) and a query-block pass (dQ); Triton's fused-attention tutorial
+(06-fused-attention) for the causal fast path. Written for this project; docs/kernel.md explains it.
 
-Forward, one program per block of BLOCK_M queries of one (batch, head): stream over key blocks
-keeping a running row max m and normalizer l (online softmax, base 2), rescale the output
-accumulator when the max grows; store O = acc / l and LSE = m + log l (natural log).
-Backward: delta = rowsum(dO ∘ O); P = exp(QKᵀ·scale − LSE) is recomputed block by block;
-dS = P ∘ (dO Vᵀ − delta); per key block dV = Σ Pᵀ dO, dK = Σ dSᵀ Q · scale; per query block
-dQ = Σ dS K · scale. Memory stays linear in the sequence length.
-
-Fast path: the key (or query) loop is split into ranges compiled with constexpr mask flags.
-Causal: off-diagonal blocks see every key and run with no masks at all; only the diagonal
-block applies the causal mask. Bounds masks exist only when EVEN_N is false (the length is not
-a multiple of both block sizes) and then only in the one tail or diagonal range. fp16/bf16
-inputs stay fp16/bf16 into tl.dot (tensor cores) with fp32 accumulators; fp32 inputs use exact
-IEEE products. Block sizes are autotuned among configs whose shared memory fits the GPU.
-
-Runs compiled on CUDA, or on CPU under Triton's interpreter (TRITON_INTERPRET=1 set before
-triton is imported). What runs where is stated once in SUPPORTED_HEAD_DIMS / SUPPORTED_DTYPES
-and checked by ``unsupported_reason``.
+Forward: per block of queries, stream over key blocks with a running row max and normalizer
+(online softmax, base 2); store O and LSE = m + log l. Backward: delta = rowsum(dO ∘ O); P is
+recomputed from LSE, dS = P ∘ (dO Vᵀ − delta); dK, dV per key block, dQ per query block.
+Fast path: each loop is split into a range with no masks (causal: the blocks before the diagonal)
+and a masked range (the diagonal block, or the partial last block); EVEN_N (length a multiple of
+both blocks) drops all bounds masks; fp16/bf16 tiles feed tensor cores with fp32 accumulators;
+block sizes are autotuned among configs that fit the GPU's shared memory.
+Runs compiled on CUDA, or on CPU in Triton's interpreter (TRITON_INTERPRET=1 before importing
+triton). What runs where: SUPPORTED_HEAD_DIMS, SUPPORTED_DTYPES, ``unsupported_reason``.
 """
 import inspect
 import math
@@ -46,7 +38,6 @@ SUPPORTED_DTYPES = {
     # in float32 by numpy's matmul and is correct; fp64 serves gradcheck.
     "interpreter": (torch.float16, torch.float32, torch.float64),
 }
-HEAD_DIMS = SUPPORTED_HEAD_DIMS  # older name
 
 
 def _names(dtypes):
@@ -91,10 +82,11 @@ def _configs(tiles, interp):
 
 # fwd and dq loop over key blocks inside a query block (BLOCK_M % BLOCK_N == 0); dkdv loops over
 # query blocks inside a key block (BLOCK_N % BLOCK_M == 0): the diagonal is whole inner blocks.
-GPU_TILES = {  # kernel: [(BLOCK_M, BLOCK_N, num_warps, num_stages), ...], preferred first
-    "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4)],
-    "dkdv": [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2)],
-    "dq": [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2)],
+GPU_TILES = {  # kernel: [(BLOCK_M, BLOCK_N, num_warps, num_stages), ...], preferred first; the
+    # last, small enough for fp32 at head_dim 128 on a ~100 KB GPU, is used only if no other fits
+    "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4), (64, 32, 4, 2)],
+    "dkdv": [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2), (32, 64, 4, 1)],
+    "dq": [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 1)],
 }
 FWD_CONFIGS = _configs(GPU_TILES["fwd"], (32, 16))
 DKDV_CONFIGS = _configs(GPU_TILES["dkdv"], (16, 32))
@@ -117,10 +109,13 @@ def _shared_memory_limit():
 
 
 def _pruner(kernel):
+    """Keep the configs whose estimate is within 90% of the GPU's shared memory (the estimate
+    leaves out layout-conversion scratch), else the last (smallest); only the first if AUTOTUNE
+    is off."""
     def prune(configs, named_args, **kwargs):
-        limit, elt = _shared_memory_limit(), named_args["Q"].element_size()
-        fits = [c for c in configs if _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
-        fits = fits or [min(configs, key=lambda c: _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt))]
+        limit, elt = 0.9 * _shared_memory_limit(), named_args["Q"].element_size()
+        fits = [c for c in configs[:-1] if _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
+        fits = fits or configs[-1:]
         return fits if AUTOTUNE else fits[:1]
     return {"early_config_prune": prune}
 
@@ -148,6 +143,16 @@ def _load_tile(base, idx, dims, s_idx, s_dim, N_CTX, MASKED: tl.constexpr):
     else:
         tile = tl.load(ptrs)
     return tile
+
+
+@triton.jit
+def _store_tile(base, idx, dims, s_idx, s_dim, value, N_CTX, MASKED: tl.constexpr):
+    """Store a (len(idx), HEAD_DIM) tile into rows ``idx``, skipping rows ≥ N_CTX when MASKED."""
+    ptrs = base + idx[:, None] * s_idx + dims[None, :] * s_dim
+    if MASKED:
+        tl.store(ptrs, value.to(base.dtype.element_ty), mask=(idx < N_CTX)[:, None])
+    else:
+        tl.store(ptrs, value.to(base.dtype.element_ty))
 
 
 @triton.jit
@@ -183,6 +188,21 @@ def _p_and_ds(q, k, v, do, lse, delta, rows, cols, sm_scale, N_CTX, MASK_CAUSAL:
         p = tl.where((rows < N_CTX)[:, None] & (cols < N_CTX)[None, :], p, 0.0)
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION).to(ACC)
     return p, p * (dp - delta[:, None])
+
+
+@triton.jit
+def _split(start_m, N_CTX, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+           EVEN_N: tl.constexpr):
+    """Key ranges of a query block starting at ``start_m``: [0, mid) needs no mask (causal: the
+    keys before the diagonal block; else the whole key blocks) and [mid, end) the masks (the
+    diagonal block; else the partial last key block, empty when EVEN_N)."""
+    if CAUSAL:
+        mid = start_m
+        end = start_m + BLOCK_M if EVEN_N else tl.minimum(start_m + BLOCK_M, N_CTX)
+    else:
+        mid = N_CTX if EVEN_N else N_CTX // BLOCK_N * BLOCK_N
+        end = N_CTX
+    return mid, end
 
 
 # ---- forward ----------------------------------------------------------------------------------
@@ -225,27 +245,14 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale,
     l_i = tl.zeros([BLOCK_M], dtype=ACC)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=ACC)
     qk_scale = sm_scale * 1.4426950408889634  # base 2: exp2 is the fast instruction
-    if CAUSAL:  # keys before the diagonal block: all visible, all in bounds → no masks
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, start_m,
-                                   qk_scale, N_CTX, BLOCK_N, False, False, PRECISION, ACC)
-        hi = start_m + BLOCK_M if EVEN_N else tl.minimum(start_m + BLOCK_M, N_CTX)
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, start_m, hi,
-                                   qk_scale, N_CTX, BLOCK_N, True, not EVEN_N, PRECISION, ACC)
-    else:
-        full = N_CTX if EVEN_N else (N_CTX // BLOCK_N) * BLOCK_N
-        acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, full,
-                                   qk_scale, N_CTX, BLOCK_N, False, False, PRECISION, ACC)
-        if not EVEN_N:  # the one partial key block
-            acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, full,
-                                       N_CTX, qk_scale, N_CTX, BLOCK_N, False, True, PRECISION, ACC)
-    o_ptrs = O + b * sob + h * soh + rows[:, None] * sos + dims[None, :] * sod
-    lse = (m_i + tl.log2(l_i)) * 0.6931471805599453  # natural-log LSE
-    if EVEN_N:
-        tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty))
-        tl.store(LSE + bh * N_CTX + rows, lse)
-    else:
-        tl.store(o_ptrs, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=(rows < N_CTX)[:, None])
-        tl.store(LSE + bh * N_CTX + rows, lse, mask=rows < N_CTX)
+    mid, end = _split(start_m, N_CTX, BLOCK_M, BLOCK_N, CAUSAL, EVEN_N)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, mid,
+                               qk_scale, N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims, mid, end,
+                               qk_scale, N_CTX, BLOCK_N, CAUSAL, not EVEN_N, PRECISION, ACC)
+    _store_tile(O + b * sob + h * soh, rows, dims, sos, sod, acc / l_i[:, None], N_CTX, not EVEN_N)
+    # natural-log LSE, (m + log2 l) · ln 2
+    tl.store(LSE + bh * N_CTX + rows, (m_i + tl.log2(l_i)) * 0.6931471805599453, mask=rows < N_CTX)
 
 
 # ---- backward ---------------------------------------------------------------------------------
@@ -300,19 +307,15 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale,
         dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
                              start_n, hi, sm_scale, N_CTX, BLOCK_M, True, not EVEN_N, PRECISION, ACC)
         lo = start_n + BLOCK_N
+    # whole query blocks see the whole key block: no masks; then the partial last one, if any
     full = N_CTX if EVEN_N else lo + tl.maximum(N_CTX - lo, 0) // BLOCK_M * BLOCK_M
     dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
                          lo, full, sm_scale, N_CTX, BLOCK_M, False, False, PRECISION, ACC)
-    if not EVEN_N:  # the one partial query block
-        dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
-                             full, N_CTX, sm_scale, N_CTX, BLOCK_M, False, True, PRECISION, ACC)
-    out = bh.to(tl.int64) * N_CTX * HEAD_DIM + cols[:, None] * HEAD_DIM + dims[None, :]
-    if EVEN_N:
-        tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty))
-        tl.store(DV + out, dv.to(DV.dtype.element_ty))
-    else:
-        tl.store(DK + out, (dk * sm_scale).to(DK.dtype.element_ty), mask=(cols < N_CTX)[:, None])
-        tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=(cols < N_CTX)[:, None])
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, sds, sdd, cols, dims,
+                         full, N_CTX, sm_scale, N_CTX, BLOCK_M, False, not EVEN_N, PRECISION, ACC)
+    out = bh.to(tl.int64) * N_CTX * HEAD_DIM  # dk, dv, dq are allocated contiguous
+    _store_tile(DK + out, cols, dims, HEAD_DIM, 1, dk * sm_scale, N_CTX, not EVEN_N)
+    _store_tile(DV + out, cols, dims, HEAD_DIM, 1, dv, N_CTX, not EVEN_N)
 
 
 @triton.jit
@@ -345,24 +348,12 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
                                          DELTA + bh * N_CTX, rows, dims, sqs, sqd, sds, sdd, N_CTX, not EVEN_N)
     k_base, v_base = K + b * skb + h * skh, V + b * svb + h * svh
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=ACC)
-    if CAUSAL:
-        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, start_m, sm_scale,
-                       N_CTX, BLOCK_N, False, False, PRECISION, ACC)
-        hi = start_m + BLOCK_M if EVEN_N else tl.minimum(start_m + BLOCK_M, N_CTX)
-        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, start_m, hi, sm_scale,
-                       N_CTX, BLOCK_N, True, not EVEN_N, PRECISION, ACC)
-    else:
-        full = N_CTX if EVEN_N else (N_CTX // BLOCK_N) * BLOCK_N
-        dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, full, sm_scale,
-                       N_CTX, BLOCK_N, False, False, PRECISION, ACC)
-        if not EVEN_N:
-            dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, full, N_CTX,
-                           sm_scale, N_CTX, BLOCK_N, False, True, PRECISION, ACC)
-    out = bh.to(tl.int64) * N_CTX * HEAD_DIM + rows[:, None] * HEAD_DIM + dims[None, :]
-    if EVEN_N:
-        tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty))
-    else:
-        tl.store(DQ + out, (dq * sm_scale).to(DQ.dtype.element_ty), mask=(rows < N_CTX)[:, None])
+    mid, end = _split(start_m, N_CTX, BLOCK_M, BLOCK_N, CAUSAL, EVEN_N)
+    dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, 0, mid, sm_scale,
+                   N_CTX, BLOCK_N, False, False, PRECISION, ACC)
+    dq = _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, dims, mid, end, sm_scale,
+                   N_CTX, BLOCK_N, CAUSAL, not EVEN_N, PRECISION, ACC)
+    _store_tile(DQ + bh.to(tl.int64) * N_CTX * HEAD_DIM, rows, dims, HEAD_DIM, 1, dq * sm_scale, N_CTX, not EVEN_N)
 
 
 AUTOTUNED = {"fwd": _fwd_kernel, "dkdv": _bwd_dkdv_kernel, "dq": _bwd_dq_kernel}  # .best_config: last pick
@@ -440,8 +431,10 @@ def _validate(q, k, v, sm_scale):
     if q.dtype == torch.bfloat16 and not INTERPRET and torch.cuda.get_device_capability(q.device)[0] < 8:
         raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); "
                          f"{torch.cuda.get_device_name(q.device)} is older: use float16")
-    if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and sm_scale > 0):
-        raise ValueError(f"sm_scale must be a positive number or None (got {sm_scale!r})")
+    if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and not isinstance(sm_scale, bool)
+                                     and 0 < sm_scale < math.inf):
+        raise ValueError(f"sm_scale must be a positive finite number or None for 1/sqrt(head_dim) "
+                         f"(got {sm_scale!r})")
 
 
 def flash_attention(q, k, v, causal: bool = True, sm_scale: float | None = None, return_lse: bool = False):

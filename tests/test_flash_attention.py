@@ -216,10 +216,11 @@ def test_bad_input_raises_value_error(make, needle, kernel_device):
         flash_attention(*make(kernel_device))
 
 
-def test_bad_scale_raises(kernel_device):
+@pytest.mark.parametrize("scale", [-1.0, 0, float("inf"), float("nan"), True, "0.5"], ids=repr)
+def test_bad_scale_raises(scale, kernel_device):
     q = torch.randn(1, 1, 4, 16, device=kernel_device)
-    with pytest.raises(ValueError, match="sm_scale must be a positive number"):
-        flash_attention(q, q, q, sm_scale=-1.0)
+    with pytest.raises(ValueError, match="sm_scale must be a positive finite number or None"):
+        flash_attention(q, q, q, sm_scale=scale)
 
 
 # ---- CUDA only: long sequences, every dtype, causal and not, strided layouts --------------------
