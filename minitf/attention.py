@@ -7,6 +7,8 @@
 - "triton": the FlashAttention-2 style kernel in ``kernels/flash_attention.py``; on CPU it
             runs only under Triton's interpreter (TRITON_INTERPRET=1 set before import).
 - "auto":   triton on CUDA when the kernel supports the head size and dtype, sdpa otherwise.
+- ``kind="linear"``: softmax-free, unnormalised linear self-attention (von Oswald et al. 2023)
+            in plain torch whatever the backend (``linear_attention``).
 Each backend's limits are checked by ``backend_problem`` when a config is validated (head
 size) and when a run is set up (device), so an impossible choice fails before any work.
 All backends agree with a float64 reference (tests/test_attention.py).
@@ -31,6 +33,26 @@ def naive_attention(q, k, v, causal: bool = True, pattern_hook=None):
         mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
         scores = scores.masked_fill(~mask, float("-inf"))
     pattern = torch.softmax(scores, dim=-1)
+    if pattern_hook is not None:
+        pattern = pattern_hook(pattern)
+    return torch.matmul(pattern, v)
+
+
+def linear_attention(q, k, v, causal: bool = True, pattern_hook=None):
+    """Linear self-attention without softmax or normalisation (von Oswald et al. 2023).
+
+    ``pattern = mask ⊙ (q kᵀ · s)`` with the scale ``s = 1/sqrt(d_head)`` (the softmax path's
+    score scale, so the two kinds differ only by the softmax), causal entries above the diagonal
+    set to 0 (not −inf); ``out = pattern @ v``. No division by the number of keys: a position
+    sums over its whole prefix, as in the construction where one layer is one GD step
+    ``ΔW ∝ Σ_i (y_i − W x_i) x_iᵀ``. q, k, v (batch, head, seq, d_head) → (batch, head, n_q, d_head);
+    ``pattern_hook`` sees (and may replace) the unnormalised (batch, head, query, key) pattern.
+    """
+    pattern = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if causal:
+        n_q, n_k = q.shape[-2], k.shape[-2]
+        mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
+        pattern = pattern.masked_fill(~mask, 0.0)
     if pattern_hook is not None:
         pattern = pattern_hook(pattern)
     return torch.matmul(pattern, v)
@@ -89,13 +111,19 @@ def resolve_impl(impl: str, device: torch.device, d_head: int | None = None, dty
     return "sdpa"
 
 
-def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=None):
+def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=None, kind: str = "softmax"):
     """Attention over (batch, head, seq, d_head) tensors; returns the same shape as ``q``.
+
+    ``kind="linear"`` runs ``linear_attention`` (the same on every backend: ``impl`` is ignored).
 
     If ``pattern_hook`` is given, the naive path runs whatever ``impl`` says, because only
     it materializes the pattern the hook must see. Raises ``ConfigError`` for a backend that
     cannot run these inputs (checked again here for direct callers; configs check it first).
     """
+    if kind == "linear":
+        return linear_attention(q, k, v, causal, pattern_hook)
+    if kind != "softmax":
+        raise ConfigError(f"unknown attention kind {kind!r}; use 'softmax' or 'linear'")
     if pattern_hook is not None or impl == "naive":
         return naive_attention(q, k, v, causal, pattern_hook)
     impl = resolve_impl(impl, q.device, q.shape[-1], q.dtype)

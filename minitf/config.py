@@ -15,6 +15,7 @@ from minitf.errors import ConfigError
 POSITIONAL_CHOICES = ("learned", "rope", "none")
 ATTN_IMPL_CHOICES = ("auto", "sdpa", "naive", "triton")
 DEVICE_CHOICES = ("cpu", "cuda")
+ATTENTION_CHOICES = ("softmax", "linear")
 
 
 @dataclass
@@ -35,6 +36,13 @@ class ModelConfig:
     # Short causal channel-mixing convolution before attention in each block ("smeared keys",
     # Olsson et al. 2022); 0 = off. It lets tiny models bind facts in context much faster.
     conv_kernel: int = 0
+    # Vector inputs (in-context regression, Garg et al. 2022): 0 = a token model (embedding in,
+    # logits out); d > 0 = inputs (batch, seq, d) floats through a linear read-in to d_model and
+    # a scalar linear read-out (output (batch, seq, 1)). Same Block stack and hooks either way.
+    d_input: int = 0
+    # "softmax" attention, or "linear": softmax-free, unnormalised linear self-attention
+    # (von Oswald et al. 2023), pattern = causal_mask ⊙ (q kᵀ / sqrt(d_head)); see minitf.attention.
+    attention: str = "softmax"
 
     def validate(self) -> "ModelConfig":
         problems = []
@@ -58,6 +66,14 @@ class ModelConfig:
             problems.append(f"init_std must be > 0 (got {self.init_std})")
         if self.conv_kernel < 0:
             problems.append(f"conv_kernel must be >= 0, 0 meaning off (got {self.conv_kernel})")
+        if self.d_input < 0:
+            problems.append(f"d_input must be >= 0, 0 meaning a token model (got {self.d_input})")
+        if self.d_input > 0 and self.tie_embeddings:
+            problems.append("tie_embeddings needs a token model: a vector model (d_input > 0) has a linear "
+                            "read-in and a scalar read-out, no embedding to tie; set tie_embeddings=false")
+        if self.attention not in ATTENTION_CHOICES:
+            problems.append(f"attention must be one of {ATTENTION_CHOICES} (got {self.attention!r}); "
+                            "'linear' is softmax-free linear self-attention")
         _raise(problems, "ModelConfig")
         return self
 

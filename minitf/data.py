@@ -89,10 +89,14 @@ class Vocab:
 
 @dataclass
 class Batch:
-    """Next-token training batch: predict ``targets[:, t]`` from ``inputs[:, :t+1]``."""
+    """Next-token training batch: predict ``targets[:, t]`` from ``inputs[:, :t+1]``.
 
-    inputs: torch.Tensor  # (batch, seq-1) int64
-    targets: torch.Tensor  # (batch, seq-1) int64
+    A vector model's batch (in-context regression) carries float ``inputs (batch, seq, d_input)``
+    and float ``targets (batch, seq)`` scored by squared error (``minitf.trainer.masked_loss``).
+    """
+
+    inputs: torch.Tensor  # (batch, seq-1) int64, or (batch, seq, d_input) float for a vector model
+    targets: torch.Tensor  # (batch, seq-1) int64, or (batch, seq) float
     mask: torch.Tensor  # (batch, seq-1) float32, 1 where the target is scored
 
     def to(self, device) -> "Batch":

@@ -1,6 +1,8 @@
 """A decoder-only transformer, top to bottom in one file.
 
 tokens → embed (+ learned positions) → n_layers × Block → final LayerNorm → unembed → logits
+vectors → read_in (+ learned positions) → n_layers × Block → final LayerNorm → read_out → (…, 1)
+        [a vector model, cfg.d_input > 0: in-context regression (Garg et al. 2022)]
 
 Block (pre-LN):  resid += conv(resid)              [optional, conv_kernel > 0]
                  resid += attn(ln1(resid))
@@ -70,7 +72,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
         self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
-        self.hook_pattern = HookPoint()  # (batch, head, query, key) probabilities
+        self.hook_pattern = HookPoint()  # (batch, head, query, key) probabilities (linear: unnormalised scores)
         self.hook_z = HookPoint()  # per-head outputs before the output projection
         self.impl: str | None = None  # a runtime override of cfg.attn_impl (Transformer.use_attention)
 
@@ -83,7 +85,8 @@ class Attention(nn.Module):
             q, k = rotary(q), rotary(k)
         # Only a hooked pattern forces the materializing path; otherwise the fused backend runs.
         pattern_hook = self.hook_pattern if self.hook_pattern.active else None
-        z = attention(q, k, v, causal=True, impl=self.impl or self.cfg.attn_impl, pattern_hook=pattern_hook)
+        z = attention(q, k, v, causal=True, impl=self.impl or self.cfg.attn_impl, pattern_hook=pattern_hook,
+                      kind=self.cfg.attention)
         z = self.hook_z(rearrange(z, "b h p d -> b p h d"))
         return self.out(rearrange(z, "b p h d -> b p (h d)"))
 
@@ -161,13 +164,21 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.validate()
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.hook_embed = HookPoint()
+        # A vector model's read-in takes the embedding's place (same slot in the init order); a
+        # token model creates exactly the modules it always did, so its init draws are unchanged.
+        if cfg.d_input:
+            self.embed, self.read_in = None, nn.Linear(cfg.d_input, cfg.d_model)
+        else:
+            self.embed, self.read_in = nn.Embedding(cfg.vocab_size, cfg.d_model), None
+        self.hook_embed = HookPoint()  # the embedding's or the read-in's output
         self.pos_embed = nn.Embedding(cfg.n_ctx, cfg.d_model) if cfg.positional == "learned" else None
         self.hook_pos_embed = HookPoint() if self.pos_embed is not None else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln_final = LayerNorm(cfg.d_model, cfg.layer_norm)
-        self.unembed = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.d_input:
+            self.unembed, self.read_out = None, nn.Linear(cfg.d_model, 1)
+        else:
+            self.unembed, self.read_out = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False), None
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
         self.apply(self._init)
@@ -184,10 +195,18 @@ class Transformer(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def check_tokens(self, tokens: torch.Tensor) -> None:
-        """Reject bad input before any compute, with the fix in the message."""
+        """Reject bad input before any compute, with the fix in the message (``InputError``).
+
+        Token model: int (batch, seq) ids < vocab_size. Vector model (``d_input > 0``): float
+        (batch, seq, d_input) in the parameters' dtype, finite. Both: seq ≤ n_ctx.
+        """
+        if self.cfg.d_input:
+            return self._check_vectors(tokens)
         if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
             got = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            raise InputError(f"tokens must be an integer tensor of token ids (got {got})")
+            hint = ("; float (batch, seq, d) vectors need a vector model: set d_input=d"
+                    if isinstance(tokens, torch.Tensor) and tokens.is_floating_point() else "")
+            raise InputError(f"tokens must be an integer tensor of token ids (got {got}){hint}")
         if tokens.dim() != 2:
             raise InputError(f"tokens must have shape (batch, seq) (got {tuple(tokens.shape)}); "
                              "add a batch dimension with tokens[None]")
@@ -204,18 +223,40 @@ class Transformer(nn.Module):
                                  "attention mask, so pad on the right (causal attention keeps every earlier "
                                  "position exact) or run prompts of different lengths one at a time")
 
+    def _check_vectors(self, x) -> None:
+        d, want = self.cfg.d_input, self.read_in.weight.dtype
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"this is a vector model (d_input={d}): inputs must be a float tensor "
+                             f"(batch, seq, {d}) (got {got}); token ids need a token model (d_input=0)")
+        if x.dim() != 3 or x.shape[-1] != d:
+            raise InputError(f"inputs must have shape (batch, seq, d_input={d}) (got {tuple(x.shape)})"
+                             + ("; add a batch dimension with x[None]" if x.dim() == 2 and x.shape[-1] == d else ""))
+        if x.dtype != want:
+            raise InputError(f"inputs are {x.dtype} but the model is {want}; convert with x.to({want})")
+        if x.shape[1] > self.cfg.n_ctx:
+            raise InputError(f"sequence length {x.shape[1]} exceeds the model's context n_ctx={self.cfg.n_ctx}; "
+                             "truncate the input or train with a larger n_ctx")
+        if not bool(torch.isfinite(x).all()):
+            raise InputError("inputs hold NaN or inf values")
+
     def forward(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """tokens (batch, seq) int → logits (batch, seq, vocab). ``check=False`` skips the input
-        checks (for callers that validated already, e.g. a vmapped ensemble)."""
+        """tokens (batch, seq) int → logits (batch, seq, vocab); for a vector model (d_input > 0)
+        float inputs (batch, seq, d_input) → predictions (batch, seq, 1). ``check=False`` skips
+        the input checks (for callers that validated already, e.g. a vmapped ensemble)."""
         if check:
             self.check_tokens(tokens)
-        resid = self.hook_embed(self.embed(tokens))
+        if self.read_in is not None:
+            resid = self.hook_embed(self.read_in(tokens))
+        else:
+            resid = self.hook_embed(self.embed(tokens))
         if self.pos_embed is not None:
             positions = torch.arange(tokens.shape[1], device=tokens.device)
             resid = resid + self.hook_pos_embed(self.pos_embed(positions))[None]
         for block in self.blocks:
             resid = block(resid)
-        return self.unembed(self.ln_final(resid))
+        head = self.read_out if self.read_out is not None else self.unembed
+        return head(self.ln_final(resid))
 
     def run_with_cache(self, tokens, names_filter=None):
         """``(logits, cache)``; see ``minitf.hooks.run_with_cache`` (and its note on the logits)."""
@@ -267,6 +308,9 @@ class Transformer(nn.Module):
         ends when every row has stopped. Raises ``InputError`` for a negative max_new_tokens
         or temperature, or a prompt + max_new_tokens longer than n_ctx.
         """
+        if self.cfg.d_input:
+            raise InputError("generate needs a token model; a vector model (d_input > 0) predicts a "
+                             "scalar per position: call model(x)")
         self.check_tokens(tokens)
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")

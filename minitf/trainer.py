@@ -54,7 +54,17 @@ def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     logits (batch, seq, vocab) with batch tensors (batch, seq) → a scalar; or, for an ensemble,
     logits (member, batch, seq, vocab) with (member, batch, seq) tensors → (member,), each
     member's own mean. The trainer and the ensemble share this one function.
+
+    Float targets (a vector model, e.g. in-context regression): the mean squared error
+    ``(pred − target)²`` over scored positions (units of target²), pred = ``logits[..., 0]``
+    (the model's (…, seq, 1) output); shapes and reductions as above.
     """
+    if batch.targets.is_floating_point():
+        pred = logits[..., 0] if logits.dim() == batch.targets.dim() + 1 else logits
+        se = (pred - batch.targets) ** 2 * batch.mask
+        if se.dim() == 2:
+            return se.sum() / batch.mask.sum().clamp(min=1.0)
+        return se.sum(dim=(-2, -1)) / batch.mask.sum(dim=(-2, -1)).clamp(min=1.0)
     ce = F.cross_entropy(logits.flatten(0, -2), batch.targets.flatten(), reduction="none")
     ce = ce.view(batch.targets.shape) * batch.mask
     if ce.dim() == 2:
@@ -233,7 +243,7 @@ class Trainer:
                 self.log({"step": self.step + 1, "skipped_nonfinite": loss_value})
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            tokens_seen += batch.inputs.numel()
+            tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
             if (self.step % cfg.log_every == 0 or self.step == cfg.steps) and self.step in self.losses:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})

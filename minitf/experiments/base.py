@@ -18,8 +18,9 @@ example; in short:
 Rules the runner relies on (each is checked, with a clear error, where it can be):
 - config keys are unique across the model, train, task and experiment configs, so
   ``--set key=value`` needs no prefix;
-- ``sample(rng, n) -> list[Example]`` is a pure function of the generator it is given, so a
-  resumed run sees exactly the batches an uninterrupted one would;
+- ``sample(rng, n) -> list[Example]`` (or a ready ``Batch``, used as is: vector inputs) is a pure function of the generator it is given, so a
+  resumed run sees exactly the batches an uninterrupted one would (a sample with the attribute
+  ``wants_step = True`` is called ``sample(rng, n, step=step)``, for schedules such as curricula);
 - ``phases`` (optional) lists every phase name in order; a phase's data stream is its index
   there. Without it, phases are numbered in the order they first train;
 - for ``--ensemble``, whatever ``run`` does before its first ``ctx.train`` runs once more per
@@ -35,7 +36,7 @@ import torch
 from minitf.artifacts import phase_weights
 from minitf.checkpoint import load_weights
 from minitf.config import ModelConfig, TrainConfig
-from minitf.data import Vocab, collate
+from minitf.data import Batch, Vocab, collate
 from minitf.errors import ConfigError
 from minitf.model import Transformer
 from minitf.trainer import Trainer
@@ -179,7 +180,10 @@ class RunContext:
 
         def batch(step: int):
             rng = np.random.default_rng([seed, stream, step])
-            examples = sample(rng, size)
+            # A sample with ``wants_step`` (a schedule over training, e.g. a curriculum) gets the step too.
+            examples = sample(rng, size, step=step) if getattr(sample, "wants_step", False) else sample(rng, size)
+            if isinstance(examples, Batch):  # a task that builds its own tensors (vector inputs)
+                return examples
             return collate(examples, self.vocab, length=min(length, max(len(e.tokens) for e in examples)))
 
         return batch
