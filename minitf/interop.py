@@ -150,7 +150,8 @@ def tokenizer_from_vocab(vocab):
     """A HF ``PreTrainedTokenizerFast`` over ``vocab.tokens``: whitespace-separated token strings
     → ids, so TL's ``to_tokens("<bos> t1 t2")``, ``to_str_tokens`` and ``detect_head`` work.
 
-    Raises ``ValueError`` if a token string contains whitespace (it could not round-trip).
+    Raises ``ValueError`` if a token string contains whitespace (it could not round-trip); encoding a
+    word outside the vocab raises tokenizers' "Missing [UNK] token" error.
     """
     require_lens()
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -160,7 +161,8 @@ def tokenizer_from_vocab(vocab):
     if bad:
         raise ValueError(f"vocab tokens {bad[:5]} contain whitespace; a whitespace-split tokenizer cannot "
                          "represent them (pass vocab=None and feed TL token ids)")
-    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab.tokens)}, unk_token=vocab.tokens[0]))
+    # no unknown-token id: a string outside the vocab fails ("Missing [UNK] token"), never maps to 0
+    tok = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab.tokens)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     # pad (id 0) doubles as eos; no bos, so TL prepends nothing and never asks a hub for one
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=vocab.tokens[0], eos_token=vocab.tokens[0])
@@ -228,6 +230,9 @@ def from_hooked_transformer(hooked, tie_embeddings: bool | None = None):
                  "use_attention_sinks"):
         need(not getattr(c, flag, False), f"{flag}=True")
     need(not (c.num_experts or 0), "mixture of experts")
+    for cap in ("attn_scores_soft_cap", "output_logits_soft_cap", "clip_qkv"):
+        need((getattr(c, cap, None) or -1) <= 0, f"{cap}={getattr(c, cap, None)}")
+    need(not getattr(c, "use_logn_attn", False), "use_logn_attn=True")
     need(bool((sd["unembed.b_U"] == 0).all()), "unembed.b_U != 0 (minitf's unembed has no bias)")
     if problems:
         raise ConfigError(f"minitf cannot express this HookedTransformer ({'; '.join(problems)}); {SUPPORTED}")
