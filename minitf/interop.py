@@ -33,7 +33,8 @@ Needs the ``lens`` extra (TransformerLens 3.x, whose ``HookedTransformer`` 4.0 r
 ``pip install -e ".[lens]"``; without it every function here raises ``ImportError`` naming it.
 
 CLI: ``python -m minitf.interop RUN_DIR --out DIR`` writes ``tl_config.json``,
-``tl_state_dict.pt`` and ``tokenizer.json`` — loadable with TL alone (docs/interop.md).
+``tl_state_dict.pt`` and the tokenizer (``tokenizer.json``, ``tokenizer_config.json``) — loadable with
+TL and ``transformers`` alone, no minitf import (docs/interop.md).
 """
 import argparse
 import io
@@ -51,7 +52,6 @@ from minitf.errors import ConfigError, MinitfError
 LENS_INSTALL = 'pip install -e ".[lens]"'
 TL_CONFIG = "tl_config.json"
 TL_STATE_DICT = "tl_state_dict.pt"
-TOKENIZER = "tokenizer.json"
 ROPE_BASE = 10000.0  # minitf.model.rotary's default
 SUPPORTED = ("supported: attention-only or GELU MLP (d_mlp > 0), LayerNorm on/off, learned / rotary / "
              "no positions, tied or untied embeddings, biases on every Linear (none on the unembed), "
@@ -285,7 +285,8 @@ def from_hooked_transformer(hooked, tie_embeddings: bool | None = None):
 def save_for_lens(model, out_dir, vocab=None, rotary_adjacent_pairs: bool = True) -> list[str]:
     """Write ``tl_config.json`` (HookedTransformerConfig kwargs), ``tl_state_dict.pt``
     (``torch.save`` of the HookedTransformer's state dict, TL's own convention) and, with a vocab,
-    ``tokenizer.json`` (HF tokenizers format) into ``out_dir``. Returns the paths written."""
+    the tokenizer as HF's ``save_pretrained`` writes it (``tokenizer.json``, ``tokenizer_config.json``:
+    ``AutoTokenizer.from_pretrained(out_dir)`` reads it offline) into ``out_dir``. Returns the paths written."""
     from minitf.fileio import atomic_write_bytes, atomic_write_json
 
     hooked = to_hooked_transformer(model, vocab, rotary_adjacent_pairs)
@@ -305,7 +306,7 @@ def main(argv=None) -> int:
                                      description="Convert a minitf run folder into files TransformerLens loads "
                                                  "without minitf (see docs/interop.md).")
     parser.add_argument("run_dir", help="a minitf run folder (config.json, model.safetensors, vocab.json)")
-    parser.add_argument("--out", required=True, help="folder to write tl_config.json, tl_state_dict.pt, tokenizer.json")
+    parser.add_argument("--out", required=True, help="folder for tl_config.json, tl_state_dict.pt, tokenizer*.json")
     parser.add_argument("--rotary-halves", action="store_true",
                         help="rotary models: GPT-NeoX-style halves (TL's default) instead of adjacent pairs")
     args = parser.parse_args(argv)
