@@ -20,19 +20,19 @@ ATTENTION_CHOICES = ("softmax", "linear")
 
 @dataclass
 class ModelConfig:
-    n_layers: int = 2
-    d_model: int = 64
-    n_heads: int = 4
-    d_head: int = 16
+    n_layers: int = 2  # transformer blocks
+    d_model: int = 64  # residual stream width
+    n_heads: int = 4  # attention heads per block
+    d_head: int = 16  # width of each head; n_heads * d_head must equal d_model
     d_mlp: int = 0  # 0 = attention-only (the setting in which induction heads are cleanest)
-    vocab_size: int = 64
-    n_ctx: int = 128
-    positional: str = "learned"
-    layer_norm: bool = True
-    tie_embeddings: bool = False
+    vocab_size: int = 64  # token ids 0..vocab_size-1 (experiments set it from the task's vocab)
+    n_ctx: int = 128  # longest input sequence (learned positions have one embedding per position)
+    positional: str = "learned"  # "learned" absolute embeddings, "rope" (rotary, in q and k) or "none"
+    layer_norm: bool = True  # pre-LN blocks and a final LayerNorm; False = identities (same hooks)
+    tie_embeddings: bool = False  # unembedding = embedding matrix (transposed)
     # Init scale decides whether (and when) induction heads form; measure, don't assume.
     init_std: float = 0.02
-    attn_impl: str = "auto"
+    attn_impl: str = "auto"  # attention backend: auto (triton on CUDA where it fits, else sdpa), sdpa, naive, triton
     # Short causal channel-mixing convolution before attention in each block ("smeared keys",
     # Olsson et al. 2022); 0 = off. It lets tiny models bind facts in context much faster.
     conv_kernel: int = 0
@@ -80,17 +80,17 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    steps: int = 600
-    batch_size: int = 32
-    lr: float = 3e-3
-    warmup: int = 50
-    weight_decay: float = 0.01
+    steps: int = 600  # optimizer steps of the (first) training phase
+    batch_size: int = 32  # sequences per step
+    lr: float = 3e-3  # peak AdamW learning rate (after warmup; cosine decay to 10%)
+    warmup: int = 50  # steps of linear warmup
+    weight_decay: float = 0.01  # AdamW weight decay, on matrices only
     grad_clip: float = 1.0  # 0 = no clipping
-    seed: int = 0
+    seed: int = 0  # seeds the initial weights, the data streams and the evaluation sets
     eval_every: int = 100  # 0 = only at the end
     checkpoint_every: int = 200  # 0 = only at the end
-    log_every: int = 10
-    device: str = "cpu"
+    log_every: int = 10  # steps between loss rows in metrics.jsonl
+    device: str = "cpu"  # "cpu" or "cuda" (--device)
     skip_nonfinite: int = 0  # steps with NaN/inf loss or gradients to skip (no update) before stopping
 
     def validate(self) -> "TrainConfig":

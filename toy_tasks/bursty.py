@@ -33,11 +33,11 @@ class BurstyTask:
     n_holdout: int = 64  # classes never seen in training (ICL evaluation)
     exemplars: int = 1  # item tokens per class
     n_labels: int = 32  # class c's label is c mod n_labels
-    zipf_alpha: float = 1.0
+    zipf_alpha: float = 1.0  # Zipf exponent of class frequencies (0 = uniform)
     burstiness: int = 3  # B: copies of the query class in a bursty context
-    p_bursty: float = 0.9
+    p_bursty: float = 0.9  # share of training sequences that are bursty
     fresh_fraction: float = 0.2  # sequences of holdout-pool items with labels re-bound at random
-    n_pairs: int = 8
+    n_pairs: int = 8  # (item, label) pairs before the query
 
     def validate(self):
         if self.n_classes < 2 or self.n_holdout < 2 or self.exemplars < 1 or self.n_labels < 2:

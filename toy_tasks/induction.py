@@ -21,8 +21,8 @@ BOS = "<bos>"
 
 @dataclass
 class InductionTask:
-    n_symbols: int = 62
-    segment_len: int = 63
+    n_symbols: int = 62  # random symbols t0..t{n-1}
+    segment_len: int = 63  # longest repeated segment; evaluation repeats one of this length twice
     min_segment_len: int = 8  # training draws L in [min_segment_len, segment_len]
 
     def validate(self):

@@ -41,28 +41,28 @@ NEW_FACT_LAYOUTS = ("chains", "random")
 
 @dataclass
 class RelationalTask:
-    n_entities: int = 550
+    n_entities: int = 550  # entity words in the vocab (fixed world + chain forest + held-out)
     n_fixed_entities: int = 100  # the phase-1 world; the rest are held out for new facts
-    n_fixed_facts: int = 100
-    n_new_facts: int = 200
+    n_fixed_facts: int = 100  # relation facts of the fixed world (trained both directions in phase 1)
+    n_new_facts: int = 200  # new relation facts about held-out entities (the data-matched test)
     # How the new facts share entities. "chains": runs of ``facts_per_chain`` facts under one
     # relation, x0 r x1 r x2 …, so every held-out entity is the subject of at most one fact and
     # the object of at most one, and the inner ones take both roles of r (no "subjects of r are
     # never objects of r" prior for the direction test to lean on). "random": drawn like the
     # fixed world, an entity in ≈ 2.7 facts and often the object of several with different
     # relations — then retrieving B's sentences for "B r⁻¹ ?" needs a relation check that this
-    # model does not learn at the default budget (README, headline: retrieval 0.530).
+    # model does not learn at the default budget (docs/headline.md: retrieval 0.530).
     new_fact_layout: str = "chains"
-    facts_per_chain: int = 4
+    facts_per_chain: int = 4  # new facts per chain in the "chains" layout
     n_chain_entities: int = 200  # held-out entities that form the new category forest
     n_relations: int = 8  # relation pairs in use (≤ 10)
-    min_facts: int = 2
-    max_facts: int = 6
-    queries_per_episode: int = 4
-    n_distractors: int = 3
-    sentences_per_doc: int = 4
-    splits: str = "reversal,syllogism"
-    # training mix (fractions of each batch) and the length of each phase-2 run
+    min_facts: int = 2  # fewest facts stated in a training episode
+    max_facts: int = 6  # most facts stated in a training episode
+    queries_per_episode: int = 4  # questions after an episode's facts, each after the marker ?
+    n_distractors: int = 3  # other facts beside the relevant ones in an in-context or retrieval prompt
+    sentences_per_doc: int = 4  # sentences per training document
+    splits: str = "reversal,syllogism"  # which kinds of fact the run uses: reversal, syllogism or both
+    # training mix (fractions of each batch)
     episode_fraction: float = 0.7  # phase 1: episodes vs fixed-world documents
     syllogism_episode_fraction: float = 0.5  # episodes holding a premise chain (with both splits)
     # Episodes whose relation facts all share one relation, so only the entity tells them apart.
@@ -72,15 +72,15 @@ class RelationalTask:
     # Hub episodes (off by default): one entity in 2-4 facts with different relations, as in a
     # retrieved context, so only the relation finds the fact; the episode asks about the hub,
     # mostly its object (the reversed query is the one that needs the check). They teach that
-    # check too slowly and unevenly for the default budget (README, headline: "Hub episodes").
+    # check too slowly and unevenly for the default budget (docs/headline.md, "Hub episodes").
     hub_fraction: float = 0.0
-    hub_object_fraction: float = 0.85
+    hub_object_fraction: float = 0.85  # in a hub episode, the share asking about the hub as object
     new_fact_fraction: float = 0.5  # phase 2: new-fact documents; the rest replays phase 1's mix
     # Your own facts: a JSON file (toy_tasks.user_facts) whose facts and category premises
     # replace the generated new facts and forest; "" = generated. ``facts_sha256``, if set, pins
     # the file's content (a run's config.json then refuses a changed file on resume).
     facts_file: str = ""
-    facts_sha256: str = ""
+    facts_sha256: str = ""  # content hash of facts_file, pinned when a run is created
 
     def validate(self):
         wanted = self.split_list()

@@ -32,22 +32,22 @@ from toy_tasks.relational_facts import entity_names
 
 @dataclass
 class SemanticTask:
-    n_roots: int = 4
-    branching: int = 3
+    n_roots: int = 4  # root categories of the hierarchy
+    branching: int = 3  # children per category
     depth: int = 3  # levels, roots included: 4 + 12 + 36 = 52 categories by default
-    min_props: int = 1
+    min_props: int = 1  # fewest own properties per category
     max_props: int = 3  # own properties per category
     inherited_stated: float = 0.5  # share of inherited facts also stated (the rest are syllogism tests)
     holdout_fraction: float = 0.25  # leaves whose only trained fact is their parent
     reversal_fraction: float = 0.25  # stated facts trained forward only (reversal tests)
     rephrasing_fraction: float = 0.2  # stated facts trained in phrasing 0 only (rephrasing tests)
     max_queries: int = 200  # per split
-    n_candidates: int = 4
+    n_candidates: int = 4  # k of the k-way ranking (answer + hard distractors)
     n_distractors: int = 3  # facts beside the premises in an in-context prompt
     max_retrieved: int = 16  # trained facts put in context by retrieval (nearest hops first)
     max_context_facts: int = 16  # in training episodes
-    queries_per_episode: int = 4
-    sentences_per_doc: int = 4
+    queries_per_episode: int = 4  # questions per training episode
+    sentences_per_doc: int = 4  # sentences per training document
     new_fact_fraction: float = 0.5  # phase 2: world documents; the rest replays episodes
 
     def validate(self):
