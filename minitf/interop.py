@@ -27,7 +27,8 @@ the q/k columns of each head are permuted so the pair dims line up; logits stay 
 
 TL has no "no positions" or tied-embedding setting: positional='none' becomes
 positional_embedding_type "standard" with W_pos = 0, and tied embeddings become W_U = W_Eᵀ
-(a copy). TL cannot express minitf's causal conv (conv_kernel > 0): ``ConfigError``.
+(a copy). TL cannot express minitf's causal conv (conv_kernel > 0), vector models (d_input > 0) or
+linear attention: ``ConfigError``.
 
 Needs the ``lens`` extra (TransformerLens 3.x, whose ``HookedTransformer`` 4.0 removed):
 ``pip install -e ".[lens]"``; without it every function here raises ``ImportError`` naming it.
@@ -55,7 +56,7 @@ TL_STATE_DICT = "tl_state_dict.pt"
 ROPE_BASE = 10000.0  # minitf.model.rotary's default
 SUPPORTED = ("supported: attention-only or GELU MLP (d_mlp > 0), LayerNorm on/off, learned / rotary / "
              "no positions, tied or untied embeddings, biases on every Linear (none on the unembed), "
-             "causal attention with 1/sqrt(d_head) scaling, conv_kernel=0")
+             "causal softmax attention with 1/sqrt(d_head) scaling; a token model (d_input=0), conv_kernel=0")
 
 
 def require_lens():
@@ -74,15 +75,22 @@ def require_lens():
 
 
 def _check_convertible(cfg: ModelConfig) -> None:
+    """One ``ConfigError`` naming every setting a HookedTransformer cannot express."""
+    problems = []
     if cfg.conv_kernel > 0:
-        raise ConfigError(f"TransformerLens cannot express minitf's causal conv (conv_kernel={cfg.conv_kernel}); "
-                          f"convert a model trained with conv_kernel=0 — {SUPPORTED}")
+        problems.append(f"the causal conv (conv_kernel={cfg.conv_kernel})")
+    if getattr(cfg, "d_input", 0) > 0:
+        problems.append(f"a vector model (d_input={cfg.d_input}: linear read-in and read-out, no token embedding)")
+    if getattr(cfg, "attention", "softmax") != "softmax":
+        problems.append(f"attention={cfg.attention!r} (TL attention is softmax)")
+    if problems:
+        raise ConfigError(f"TransformerLens cannot express {'; '.join(problems)} — {SUPPORTED}")
 
 
 def tl_config_dict(cfg: ModelConfig, rotary_adjacent_pairs: bool = True) -> dict:
     """The ``HookedTransformerConfig(**kwargs)`` for a minitf config, as plain JSON values.
 
-    Raises ``ConfigError`` for what TL cannot express (conv_kernel > 0).
+    Raises ``ConfigError`` for what TL cannot express (conv_kernel > 0, d_input > 0, linear attention).
     """
     cfg.validate()
     _check_convertible(cfg)
@@ -174,7 +182,7 @@ def to_hooked_transformer(model, vocab=None, rotary_adjacent_pairs: bool = True)
     ``model``: a minitf ``Transformer`` (its device and dtype are kept). ``vocab``: a
     ``minitf.Vocab``; if given, the TL model gets a tokenizer over its token strings.
     Weights are loaded as they are: no LayerNorm folding, centring or other TL processing.
-    Raises ``ConfigError`` (conv_kernel > 0), ``ImportError`` (no lens extra).
+    Raises ``ConfigError`` (conv_kernel > 0, d_input > 0, attention="linear"), ``ImportError`` (no lens extra).
     """
     HookedTransformer, HookedTransformerConfig = require_lens()
     param = next(model.parameters())

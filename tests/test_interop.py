@@ -135,6 +135,8 @@ def test_what_cannot_convert_is_one_clear_error():
 
     with pytest.raises(ConfigError, match=r"causal conv \(conv_kernel=3\).*supported: attention-only"):
         to_hooked_transformer(Transformer(small_cfg(conv_kernel=3)))
+    with pytest.raises(ConfigError, match=r"vector model \(d_input=3.*attention='linear'.*supported:"):
+        to_hooked_transformer(Transformer(small_cfg(d_input=3, attention="linear")))
     cfg = HookedTransformerConfig(n_layers=1, d_model=32, n_heads=4, d_head=8, d_mlp=64, act_fn="relu",
                                   d_vocab=23, n_ctx=16, normalization_type="RMS", device="cpu")
     hooked = _hooked(HookedTransformer, cfg)
