@@ -140,11 +140,13 @@ class RegressionExperiment(Experiment):
     artifacts = ("curves.png", "learning.png")
 
     def default_model(self, task) -> ModelConfig:
+        # init_std 0.05 (not the token models' 0.02): with 0.02, lr 1e-3 and clipping at 1 the
+        # seed-0 run sat on the averaging plateau (error/d 0.53 at k = 10 after 6000 steps).
         return ModelConfig(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=256, vocab_size=1,
-                           n_ctx=task.seq_len, d_input=task.d + 1)
+                           n_ctx=task.seq_len, d_input=task.d + 1, init_std=0.05)
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=6000, batch_size=64, lr=1e-3, warmup=200, weight_decay=0.0,
+        return TrainConfig(steps=6000, batch_size=64, lr=2e-3, warmup=200, weight_decay=0.0, grad_clip=0.0,
                            eval_every=250, checkpoint_every=1000, log_every=50)
 
     def vocab(self, task) -> Vocab:
