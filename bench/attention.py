@@ -10,11 +10,15 @@ worthless: a failed check is reported and the exit status is 1). Rows are writte
 to <out>/attention-<gpu>.json and .md (default out: bench/results/), so a time limit
 (--budget-s, or being killed) still leaves every finished row.
 
+With --compile-only ARCH (any machine, no GPU needed): compiles the GPU variants for sm_ARCH with
+Triton's bundled ptxas and compares each tile's shared memory with the estimate the autotuner
+prunes by; --quick compiles one fp16 variant per kernel.
+
 On CPU, or with --dry-run: runs the kernel in Triton's interpreter at tiny sizes against a
 float64 reference (fp32 and fp16, causal and not), writes attention-cpu-interpreter.json/.md
 when --out is given, says that GPU figures need a GPU, and exits 0 if the numerics hold.
 
-    python bench/attention.py [--out DIR] [--quick] [--budget-s S] [--dry-run]
+    python bench/attention.py [--out DIR] [--quick] [--budget-s S] [--dry-run | --compile-only ARCH]
 """
 import argparse
 import json
@@ -233,13 +237,69 @@ def run_interpreter(out_dir):
     return 0
 
 
+def run_compile_only(out_dir, arch, quick):
+    """Compile the kernels' GPU variants for sm_<arch> on this machine, GPU or not (Triton ships
+    ptxas): codegen errors the interpreter cannot see, and the shared memory each tile really
+    takes vs the pruning estimate. Causal with a partial last block (every code path)."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    import kernels.flash_attention as fa
+
+    rows, bad = [], 0
+    for kernel, tiles in fa.GPU_TILES.items():
+        fn = fa.AUTOTUNED[kernel]
+        while not isinstance(fn, triton.runtime.jit.JITFunction):
+            fn = fn.fn
+        for (dtype, elt, prec), dim in ((d, h) for d in (("fp16", 2, None), ("bf16", 2, None), ("fp32", 4, "ieee"))
+                                        for h in (64, 128)):
+            for m, n, w, st in tiles if elt == 2 else tiles[-1:]:  # fp32 always takes the last tile
+                if quick and (dtype != "fp16" or dim != 64 or (m, n, w, st) != tiles[0]):
+                    continue
+                consts = dict(HEAD_DIM=dim, CAUSAL=True, PRECISION=prec, ACC=tl.float32, BLOCK_M=m, BLOCK_N=n,
+                              EVEN_N=False)
+                sig = {a: "constexpr" if a in consts else "fp32" if a == "sm_scale" else "*fp32" if a in ("LSE", "DELTA")
+                       else f"*{dtype}" if a.isupper() and a not in ("H", "N_CTX") else "i32" for a in fn.arg_names}
+                est = fa._smem_bytes(kernel, triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st),
+                                     dim, elt)
+                row = {"kernel": kernel, "tile": [m, n, w, st], "dtype": dtype, "head_dim": dim, "estimate": est}
+                t0 = time.time()
+                try:
+                    compiled = triton.compile(ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32),
+                                              options=dict(num_warps=w, num_stages=st))
+                    row.update(shared=compiled.metadata.shared, ok=True)
+                    row["estimate_covers"] = row["shared"] <= est
+                except Exception as e:  # report every variant, do not stop at the first
+                    row.update(shared=None, ok=False, error=f"{type(e).__name__}: {str(e)[:300]}")
+                row["compile_s"] = round(time.time() - t0, 1)
+                bad += not (row["ok"] and row["estimate_covers"])
+                rows.append(row)
+                print(f"{kernel:5} {m:3}x{n:<3} w{w} s{st} {dtype} d{dim:<3}: "
+                      + (f"shared {row['shared']} B, estimate {est} B" if row["ok"] else row["error"])
+                      + f" ({row['compile_s']} s)", flush=True)
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, f"compile-sm{arch}.json"), "w") as f:
+            json.dump({"meta": {"arch": arch, "triton": triton.__version__, "quick": quick}, "rows": rows}, f, indent=2)
+    print(f"{len(rows) - bad} of {len(rows)} variants compiled for sm_{arch} within the shared-memory estimate")
+    return 1 if bad else 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=None, help="folder for the JSON and markdown (GPU default: bench/results)")
     parser.add_argument("--quick", action="store_true", help="seq 1024, 4096, 16384 only")
     parser.add_argument("--budget-s", type=float, default=0, help="start no new shape after this many seconds")
     parser.add_argument("--dry-run", action="store_true", help="interpreter numerics at tiny sizes, even on a GPU")
+    parser.add_argument("--compile-only", type=int, metavar="ARCH", default=None,
+                        help="compile the GPU variants for sm_ARCH (e.g. 90, 80) without running them; no GPU needed")
     args = parser.parse_args(argv)
+    if args.compile_only:
+        os.environ.pop("TRITON_INTERPRET", None)  # compiled kernels, before the first import of triton
+        sys.path.insert(0, ROOT)
+        return run_compile_only(args.out, args.compile_only, args.quick)
     on_gpu = torch.cuda.is_available() and not args.dry_run
     if not on_gpu:
         os.environ["TRITON_INTERPRET"] = "1"  # must precede the first import of triton

@@ -6,7 +6,7 @@
 #
 # Steps, in order, each time-boxed with `timeout` so one failure cannot eat the rest:
 #   1. environment: GPU name, driver, torch / triton / CUDA versions         -> gpu_check.json
-#   2. kernel tests compiled on CUDA, in 4 parallel pytest shards (compiling dominates)
+#   2. kernel tests compiled on CUDA, in 9 parallel pytest shards (compiling dominates)
 #                                                                            -> tests-*.log, tests-*.xml
 #   3. bench/attention.py: TFLOP/s vs SDPA flash, % of peak                  -> attention-<gpu>.json/.md
 #   4. train.py headline and induction with --device cuda (run side by side: their wall times
@@ -138,34 +138,37 @@ print(json.dumps(env, indent=2))
 EOF
 
 # 2. kernel tests ----------------------------------------------------------------------------------
-S1="test_forward_backward_match_float64_reference"
-S2="test_every_gpu_block_config or test_low_precision"
-S3="test_long_sequences"
-S4="not ($S1 or $S2 or $S3)"
-if [ "$DRY" = 1 ]; then  # one small slice of each shard
-  D1="cpu-32-33-True"; D2="test_low_precision and True"; D3="$S3"; D4="each_dtype or unsupported_reason or bad_input or non_contiguous"
+# parallel pytest shards (-k expressions), grouped so that each compiles few kernel variants; the
+# last takes every test the others do not, so nothing is left out
+M="test_forward_backward_match_float64_reference"
+if [ "$DRY" = 1 ]; then  # a small slice, in the interpreter
+  SHARDS=("$M and cpu-32-33-True" "test_low_precision and True" "test_long_sequences"
+          "each_dtype or unsupported_reason or bad_input or non_contiguous")
 else
-  D1="$S1"; D2="$S2"; D3="$S3"; D4="$S4"
+  SHARDS=("$M and cuda-16-" "$M and cuda-32-" "$M and cuda-64-" "test_every_gpu_block_config"
+          "test_low_precision or test_each_dtype" "test_long_sequences and float16 and not bfloat16"
+          "test_long_sequences and bfloat16" "test_long_sequences and float32")
+  rest=$(printf ' or (%s)' "${SHARDS[@]}")
+  SHARDS+=("not (${rest# or })")
 fi
-kernel_tests() {
+kernel_tests() {  # shard expressions...: one pytest process each, all at once
   local pids=() i rc=0 r
-  for i in 1 2 3 4; do
-    local s="S$i" d="D$i"
+  for i in $(seq 1 $#); do
     MINITF_KERNEL_DEVICE="$DEVICE" "$PY" -m pytest tests/test_flash_attention.py -q -p no:cacheprovider \
-      -k "(${!s}) and (${!d})" --junitxml="$RES/tests-shard$i.xml" > "$RES/tests-shard$i.log" 2>&1 &
+      -k "${!i}" --junitxml="$RES/tests-shard$i.xml" > "$RES/tests-shard$i.log" 2>&1 &
     pids+=($!)
   done
-  for i in 1 2 3 4; do
+  for i in $(seq 1 $#); do
     wait "${pids[$((i - 1))]}"; r=$?
-    echo "shard $i: exit $r — $(tail -n 1 "$RES/tests-shard$i.log")"
+    echo "shard $i (${!i}): exit $r — $(tail -n 1 "$RES/tests-shard$i.log")"
     [ "$r" -ne 0 ] && rc=$r
   done
   return "$rc"
 }
 export -f kernel_tests
-export RES DEVICE PY S1 S2 S3 S4 D1 D2 D3 D4
-rm -f "$RES"/tests-shard*.xml
-run_step "kernel tests ($DEVICE)" "$T_TESTS" tests.log bash -c kernel_tests
+export RES DEVICE PY
+rm -f "$RES"/tests-shard*.xml "$RES"/tests-shard*.log
+run_step "kernel tests ($DEVICE)" "$T_TESTS" tests.log bash -c 'kernel_tests "$@"' _ "${SHARDS[@]}"
 
 # 3. attention benchmark -----------------------------------------------------------------------------
 run_step "attention benchmark" "$T_BENCH" bench.log "$PY" bench/attention.py --out "$RES" "${BENCH_ARGS[@]}"

@@ -94,11 +94,14 @@ DQ_CONFIGS = _configs(GPU_TILES["dq"], (32, 16))
 
 
 def _smem_bytes(kernel, cfg, head_dim, elt):
-    """Estimated shared memory: the resident tile(s) plus num_stages pipelined copies of the
-    streamed tiles (K, V for fwd/dq; Q, dO for dkdv)."""
-    m, n, s = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], cfg.num_stages
+    """Shared memory bound: the resident tile(s), max(num_stages, 2) copies of the streamed tiles
+    (K, V for fwd/dq; Q, dO for dkdv) and two (BLOCK_M, BLOCK_N) scratch tiles. It was above what
+    Triton 3.9 allocated on sm_90 for every tile, dtype and head_dim 64/128 compiled ahead of time
+    (python bench/attention.py --compile-only 90), up to 3x above for fp16 forward: a big tile may
+    be pruned needlessly, but none kept that does not fit."""
+    m, n, s = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], max(cfg.num_stages, 2)
     resident, streamed = {"fwd": (m, 2 * n), "dq": (2 * m, 2 * n), "dkdv": (2 * n, 2 * m)}[kernel]
-    return elt * head_dim * (resident + s * streamed)
+    return elt * (head_dim * (resident + s * streamed) + 2 * m * n)
 
 
 def _shared_memory_limit():
@@ -109,12 +112,12 @@ def _shared_memory_limit():
 
 
 def _pruner(kernel):
-    """Keep the configs whose estimate is within 90% of the GPU's shared memory (the estimate
-    leaves out layout-conversion scratch), else the last (smallest); only the first if AUTOTUNE
-    is off."""
+    """Keep the configs whose estimate fits the GPU's shared memory, else the last (smallest);
+    fp32 always takes the last: its exact products run on CUDA cores, where big tiles only add
+    registers and compile time (tens of seconds per variant). Only the first if AUTOTUNE is off."""
     def prune(configs, named_args, **kwargs):
-        limit, elt = 0.9 * _shared_memory_limit(), named_args["Q"].element_size()
-        fits = [c for c in configs[:-1] if _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
+        limit, elt = _shared_memory_limit(), named_args["Q"].element_size()
+        fits = [c for c in configs[:-1] if elt < 4 and _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
         fits = fits or configs[-1:]
         return fits if AUTOTUNE else fits[:1]
     return {"early_config_prune": prune}
@@ -229,7 +232,7 @@ def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, sks, skd, svs, svd, rows, dims,
 
 @_autotune(FWD_CONFIGS, "fwd")
 @triton.heuristics({"EVEN_N": _even})
-@triton.jit
+@triton.jit(do_not_specialize=["H", "N_CTX"])  # no recompile per length: EVEN_N says enough
 def _fwd_kernel(Q, K, V, O, LSE, sm_scale,
                 sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sob, soh, sos, sod,
                 H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
@@ -256,7 +259,7 @@ def _fwd_kernel(Q, K, V, O, LSE, sm_scale,
 
 
 # ---- backward ---------------------------------------------------------------------------------
-@triton.jit
+@triton.jit(do_not_specialize=["H", "N_CTX"])  # no recompile per length: EVEN_N says enough
 def _bwd_preprocess(O, DO, DELTA, sob, soh, sos, sod, sdb, sdh, sds, sdd, H, N_CTX,
                     HEAD_DIM: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -285,7 +288,7 @@ def _dkdv_inner(dk, dv, k, v, q_base, do_base, lse_base, delta_base, sqs, sqd, s
 
 @_autotune(DKDV_CONFIGS, "dkdv")
 @triton.heuristics({"EVEN_N": _even})
-@triton.jit
+@triton.jit(do_not_specialize=["H", "N_CTX"])  # no recompile per length: EVEN_N says enough
 def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale,
                      sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sdb, sdh, sds, sdd,
                      H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
@@ -333,7 +336,7 @@ def _dq_inner(dq, q, do, lse, delta, k_base, v_base, sks, skd, svs, svd, rows, d
 
 @_autotune(DQ_CONFIGS, "dq")
 @triton.heuristics({"EVEN_N": _even})
-@triton.jit
+@triton.jit(do_not_specialize=["H", "N_CTX"])  # no recompile per length: EVEN_N says enough
 def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale,
                    sqb, sqh, sqs, sqd, skb, skh, sks, skd, svb, svh, svs, svd, sdb, sdh, sds, sdd,
                    H, N_CTX, HEAD_DIM: tl.constexpr, CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
@@ -428,9 +431,16 @@ def _validate(q, k, v, sm_scale):
         raise ValueError(reason)
     if 0 in q.shape:
         raise ValueError(f"q has an empty dimension, shape {tuple(q.shape)}; batch, heads and seq must be ≥ 1")
-    if q.dtype == torch.bfloat16 and not INTERPRET and torch.cuda.get_device_capability(q.device)[0] < 8:
-        raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); "
-                         f"{torch.cuda.get_device_name(q.device)} is older: use float16")
+    if q.device.type == "cuda" and not INTERPRET:
+        gpu = torch.cuda.get_device_name(q.device)
+        if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device)[0] < 8:
+            raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); {gpu} is "
+                             f"older: use float16")
+        need = max(_smem_bytes(k, AUTOTUNED[k].configs[-1], q.shape[-1], q.element_size()) for k in AUTOTUNED)
+        if need > _shared_memory_limit():
+            raise ValueError(f"{q.dtype} at head_dim {q.shape[-1]} needs ~{need // 1024} KiB of shared memory per "
+                             f"block and {gpu} has {_shared_memory_limit() // 1024} KiB: use float16/bfloat16, "
+                             f"a smaller head_dim, or attn_impl='sdpa'")
     if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and not isinstance(sm_scale, bool)
                                      and 0 < sm_scale < math.inf):
         raise ValueError(f"sm_scale must be a positive finite number or None for 1/sqrt(head_dim) "
