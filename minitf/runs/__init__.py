@@ -103,7 +103,7 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
     report = {"experiment": experiment.name, "run_dir": run_dir, "seed": ctx.train_cfg.seed,
               "architecture": describe_architecture(ctx.model_cfg), **report,
               "wall_s": round(time.perf_counter() - t0, 2)}
-    plot_loss(run_dir, experiment.marks(report))
+    plot_loss(run_dir, experiment.marks(report), parents=experiment.loss_branches())
     experiment.plots(run_dir, report)
     write_report(run_dir, report)
     if not quiet:
@@ -129,8 +129,10 @@ def show_config(experiment: Experiment | str | None, overrides=(), seed: int | N
 def describe_architecture(cfg: ModelConfig) -> str:
     mlp = f"MLP {cfg.d_mlp}" if cfg.d_mlp else "attention-only"
     conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
+    extra = (f", vector read-in d_input {cfg.d_input}" if cfg.d_input else "") + (
+        f", {cfg.attention} attention" if cfg.attention != "softmax" else "")
     return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
-            f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}")
+            f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}{extra}")
 
 
 from minitf.runs.ensemble import run_ensemble  # noqa: E402
