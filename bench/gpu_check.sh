@@ -39,7 +39,7 @@ if [ "$DRY" = 1 ]; then
   BENCH_ARGS=(--dry-run)
 else
   RES="${OUT:-$ROOT/bench/results}"
-  DEVICE=cuda; T_ENV=60; T_TESTS=150; T_BENCH=150; T_TRAIN=150
+  DEVICE=cuda; T_ENV=20; T_TESTS=140; T_BENCH=180; T_TRAIN=130  # 470 s at most, + ~10 s of bookkeeping
   HEADLINE_SET=(); INDUCTION_SET=()
 fi
 T_ENV="${GPU_CHECK_T_ENV:-$T_ENV}"; T_TESTS="${GPU_CHECK_T_TESTS:-$T_TESTS}"
