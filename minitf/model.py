@@ -39,7 +39,7 @@ class CausalConv(nn.Module):
     """Channel-mixing Conv1d over the sequence, left-padded so position t sees only ≤ t.
 
     Mixing the previous tokens into each position ("smeared keys", Olsson et al. 2022)
-    hands attention a previous-token feature for free; in science.md §1 it is what made
+    hands attention a previous-token feature for free; in docs/headline.md it is what made
     in-context binding learnable in ~1000 steps. A depthwise conv did not work.
     """
 

@@ -43,32 +43,35 @@ def read_metrics(run_dir: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def plot_loss(run_dir: str, marks: dict[str, int] | None = None, filename: str = "loss.png") -> str:
-    """Training loss per phase (phases laid end to end); ``marks`` draws labelled vertical lines."""
+def plot_loss(run_dir: str, marks: dict[str, int] | None = None, filename: str = "loss.png",
+              parents: dict[str, str] | None = None) -> str:
+    """Training loss per phase against steps since the start of training. Phases follow each
+    other, except those in ``parents`` ({phase: parent}), which branch from the end of their
+    parent (the headline's phase-2 runs each start from the phase-1 weights). ``marks`` draws
+    labelled vertical lines."""
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
     phases = list(dict.fromkeys(r["phase"] for r in rows))
-    for i, phase in enumerate(phases):
-        base = _phase_offset(rows, phases, i)
+    ends, start = {}, 0
+    for phase in phases:
         pr = [r for r in rows if r["phase"] == phase]
-        ax.plot([base + r["step"] for r in pr], [r["loss"] for r in pr], label=phase)
+        begin = ends.get((parents or {}).get(phase), start)
+        ax.plot([begin + r["step"] for r in pr], [r["loss"] for r in pr], label=phase)
+        ends[phase] = start = begin + max(r["step"] for r in pr)
     for label, step in (marks or {}).items():
         if step is not None:
             ax.axvline(step, color="red", linestyle="--", linewidth=1)
             ax.annotate(label, (step, ax.get_ylim()[1]), color="red", fontsize=8, va="top")
-    ax.set_xlabel("step")
+    ax.set_xlabel("training step (phase-2 runs branch from the end of phase 1)" if parents else "training step")
     ax.set_ylabel("training loss (nats/token)")
+    ax.set_title(os.path.basename(os.path.normpath(run_dir)), fontsize=9)
     if len(phases) > 1:
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = os.path.join(run_dir, filename)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-def _phase_offset(rows, phases, index) -> int:
-    return sum(max(r["step"] for r in rows if r["phase"] == p) for p in phases[:index])
 
 
 def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") -> None:

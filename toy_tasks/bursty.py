@@ -7,7 +7,7 @@ context (plus a second class as often), so its label can be copied from context 
 pressure that produces in-context learning. Otherwise context classes are drawn i.i.d.,
 and the label can only come from weights (in-weights learning).
 
-Token-world design choice (science.md §3): each class has ``exemplars`` item tokens (a
+Token-world design choice (docs/bursty.md): each class has ``exemplars`` item tokens (a
 class is a small set of tokens, like Chan's noisy exemplars of one image class). Chan's
 holdout images pass through a trained encoder; a token that never occurs in training keeps
 its random initial embedding, and we measured that the model then cannot match it in

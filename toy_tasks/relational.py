@@ -1,7 +1,7 @@
 """Relational corpora of nonsense entities: reversal and syllogism, in weights or in context.
 
 After Lampinen et al. (2025) and Berglund et al. (2023, the reversal curse), at tiny scale
-(``../shared/science.md`` §1). Every entity is one nonsense token, so nothing leaks from
+(docs/science.md, docs/headline.md). Every entity is one nonsense token, so nothing leaks from
 any prior knowledge. One sentence per fact, always the same shape:
 
     relation fact   A r B .          reversal:  B r⁻¹ A .   (r⁻¹ = the inverse relation)

@@ -1,7 +1,7 @@
 """Semantic structure: a category hierarchy of nonsense words, in weights or in context.
 
-After the semantic-structure set of Lampinen et al. (2025, arXiv 2505.00661; ``../shared/science.md``
-§1), at tiny scale. Categories form a tree ("X is-a Y"); each category has a few *own*
+After the semantic-structure set of Lampinen et al. (2025, arXiv 2505.00661; docs/semantic.md),
+at tiny scale. Categories form a tree ("X is-a Y"); each category has a few *own*
 properties ("X has P") and relations ("X eats Z", "X fears Z"), which its descendants
 inherit. Every relation has an inverse ("Y includes X", "P had-by X", "Z eaten-by X") and
 three phrasings, so a trained fact can be asked in a phrasing it was never trained in.

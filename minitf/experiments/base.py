@@ -108,6 +108,11 @@ class Experiment(abc.ABC):
         """Labelled steps to draw on the loss plot, ``{label: step}``."""
         return {}
 
+    def loss_branches(self) -> dict:
+        """``{phase: parent phase}`` for phases that start from an earlier phase's weights rather
+        than from the previous phase's (loss.png draws them as branches)."""
+        return {}
+
     def plots(self, run_dir: str, report: dict) -> None:
         """Experiment-specific PNGs beside loss.png (list their names in ``artifacts``)."""
 

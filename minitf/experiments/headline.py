@@ -264,7 +264,9 @@ class HeadlineExperiment(Experiment):
         table = format_table(header, rows, title=f"{self.name} — {report['architecture']}")
         gen = report["self_generation"]
         ind = report["induction"]
-        ind_line = (f"\ninduction heads (layer ≥ 1, by prefix-matching): {ind['heads']}; {ind['split']} "
+        strong = [h for h in ind["heads"] if ind["scores"]["prefix_matching"][h[0]][h[1]] > 0.5]
+        label = "induction heads" if strong else "no induction head formed (prefix-matching ≤ 0.5); top heads"
+        ind_line = (f"\n{label} (layer ≥ 1, by prefix-matching): {ind['heads']}; {ind['split']} "
                     f"{ind['base']:.3f} → {ind['ablated']:.3f} with them ablated, "
                     f"→ {ind['random_ablated']:.3f} with random heads {ind['random_heads']} ablated")
         control = report.get("in_weights_direction_control", {})
@@ -286,6 +288,9 @@ class HeadlineExperiment(Experiment):
 
     def plots(self, run_dir: str, report: dict) -> None:
         plot_results(run_dir, report)
+
+    def loss_branches(self) -> dict:
+        return {phase: "phase1" for phase in self.phases[2:]}
 
 
 def _fmt(x):

@@ -26,7 +26,7 @@ class InductionExperiment(Experiment):
     name = "induction"
     description = "induction heads on repeated random tokens (2-layer attention-only)"
     task_cls = InductionTask
-    artifacts = ("scores.png", "head_scores.png", "attention.png")
+    artifacts = ("scores.png", "head_scores.png", "attention.png", "attention.html")
 
     def default_model(self, task) -> ModelConfig:
         return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0,
@@ -95,7 +95,9 @@ class InductionExperiment(Experiment):
         if report["ablation"]:
             a = report["ablation"]
             names = ", ".join(f"L{layer}H{h}" for layer, h in a["heads"])
-            out.append(f"ablating induction heads {names}: second-repeat loss {a['base']:.3f} → {a['ablated']:.3f}")
+            formed = any(s["prefix_matching"][layer][h] > 0.5 for layer, h in a["heads"])
+            what = "induction heads" if formed else "no induction head formed (prefix-matching ≤ 0.5); the best head"
+            out.append(f"ablating {what} {names}: second-repeat loss {a['base']:.3f} → {a['ablated']:.3f}")
         return "\n\n".join(out)
 
 

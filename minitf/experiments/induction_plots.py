@@ -31,13 +31,16 @@ def plot_trajectories(run_dir, report):
         for layer in range(arr.shape[1]):
             for head in range(arr.shape[2]):
                 ax.plot(steps, arr[:, layer, head], label=f"L{layer}H{head}", linestyle="-" if layer else "--")
-        ax.set_title(name.replace("_", " "))
-        ax.set_xlabel("step")
+        ax.set_title(name.replace("_", " ") + " score")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("Σλ/Σ|λ| of the OV circuit" if name == "copying" else "mean attention probability")
     axes[0].legend(fontsize=6, ncol=2)
     ax = axes[-1]
     ax.plot(steps, [r["eval"]["loss_first_repeat"] for r in evals], label="first repeat")
     ax.plot(steps, [r["eval"]["loss_second_repeat"] for r in evals], label="second repeat")
-    ax.set_title("eval loss")
+    ax.set_title("held-out loss")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (nats/token)")
     ax.legend(fontsize=7)
     for a in axes:
         if report.get("phase_change_step"):
@@ -57,15 +60,27 @@ def plot_heatmaps(run_dir, report):
         ax.set_ylabel("layer")
         for (i, j), v in np.ndenumerate(arr):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="score")
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "head_scores.png"), dpi=90)
     plt.close(fig)
 
 
 def plot_top_patterns(run_dir, report):
-    heads = [("induction", report.get("top_induction_head")), ("previous-token", report.get("top_previous_token_head"))]
-    heads = [(n, h) for n, h in heads if h]
+    """attention.png: the patterns of the top prefix-matching (layer ≥ 1) and previous-token heads
+    on a repeated random segment, titled by what they are — "induction head" only when its
+    prefix-matching score passed 0.5 — and attention.html (circuitsvis, with the lens extra)."""
+    scores = report.get("scores", {})
+    heads = []
+    for kind, key, score_name in (("induction", "top_induction_head", "prefix_matching"),
+                                  ("previous-token", "top_previous_token_head", "previous_token")):
+        head = report.get(key)
+        if head:
+            value = scores[score_name][head[0]][head[1]]
+            title = (f"{kind} head L{head[0]}H{head[1]} ({score_name.replace('_', '-')} {value:.2f})" if value > 0.5
+                     else f"no {kind} head formed: best is L{head[0]}H{head[1]} "
+                          f"({score_name.replace('_', '-')} {value:.2f} ≤ 0.5)")
+            heads.append((title, head))
     if not heads:
         return
     model, vocab = minitf.load(run_dir)
@@ -73,12 +88,21 @@ def plot_top_patterns(run_dir, report):
     segment = min(12, (model.cfg.n_ctx - 1) // 2)
     tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, segment, bos_id=vocab.index["<bos>"])
     patterns = attention_patterns(model, tokens)
-    fig, axes = plt.subplots(1, len(heads), figsize=(4.5 * len(heads), 4.2))
-    for ax, (name, (layer, head)) in zip(np.atleast_1d(axes), heads):
-        ax.imshow(patterns[layer, 0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(f"{name} head L{layer}H{head}", fontsize=9)
-        ax.set_xlabel("key position")
+    fig, axes = plt.subplots(1, len(heads), figsize=(5 * len(heads), 4.4))
+    for ax, (title, (layer, head)) in zip(np.atleast_1d(axes), heads):
+        im = ax.imshow(patterns[layer, 0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("key position (token attended to)")
         ax.set_ylabel("query position")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="attention probability")
+    fig.suptitle(f"a random segment of {segment} tokens, repeated", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(run_dir, "attention.png"), dpi=90)
     plt.close(fig)
+    try:  # the interactive view needs the lens extra (circuitsvis); the PNG does not
+        from minitf.viz import attention_html
+
+        layer = heads[0][1][0]
+        attention_html(model, tokens, layer, vocab, path=os.path.join(run_dir, "attention.html"))
+    except ImportError:
+        pass

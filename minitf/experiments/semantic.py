@@ -163,6 +163,9 @@ class SemanticExperiment(Experiment):
         out.append(f"in-context episode answer accuracy after phase 1: {report['episode_answer_acc']:.3f}")
         return "\n".join(out)
 
+    def loss_branches(self) -> dict:
+        return {phase: "phase1" for phase in self.phases[2:]}
+
     def plots(self, run_dir: str, report: dict) -> None:
         import matplotlib.pyplot as plt
 

@@ -43,8 +43,8 @@ def _validate(cfg) -> None:
         cfg.validate()
     except ConfigError:
         raise
-    except ValueError as e:
-        raise ConfigError(f"invalid {type(cfg).__name__}: {e}") from None
+    except ValueError as e:  # several problems come one per line: the CLI prints one line
+        raise ConfigError(f"invalid {type(cfg).__name__}: " + "; ".join(str(e).splitlines())) from None
 
 
 def check_compatible(experiment: Experiment, model_cfg: ModelConfig, train_cfg: TrainConfig, task, vocab) -> None:
