@@ -12,8 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
 
-INSTALL = 'python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e ".[dev]"'
-COMMANDS = [f"{INSTALL} && python train.py", f"{INSTALL} && python -m pytest -q"]
+SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e "
+COMMANDS = [SETUP + '".[dev]" && python train.py', SETUP + '".[dev,lens]" && python -m pytest -q']
 
 
 def read(path):
