@@ -5,6 +5,7 @@ from), then continue from those weights on a world's facts in several phase-2 va
 share the architecture, the phase-1 schedule, the episode probe and the phase-2 settings.
 """
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 
@@ -15,6 +16,18 @@ from toy_tasks import Example
 # The binding curriculum's phases, in data-stream order: an optional relation-only start
 # (the headline's, with both splits), then phase 1. Phase-2 variants follow in each experiment.
 BINDING_PHASES = ("phase1_relations", "phase1")
+
+
+@dataclass
+class Phase2Schedule:
+    """The experiment config both share: the length of each phase-2 run."""
+
+    phase2_steps: int = 250  # steps of each phase-2 run
+
+    def validate(self):
+        if self.phase2_steps < 1:
+            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
+        return self
 
 
 def binding_model(vocab_size: int, n_ctx: int) -> ModelConfig:

@@ -32,8 +32,8 @@ import torch
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.binding import (BINDING_PHASES, binding_model, binding_train, episode_accuracy,
-                                        phase2_train)
+from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
+                                        episode_accuracy, phase2_train)
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
@@ -150,22 +150,20 @@ def _same_role_answer(query, pool, rng) -> str:
 
 
 @dataclass
-class HeadlineConfig:
+class HeadlineConfig(Phase2Schedule):
     """The headline's schedule (phase 1's mixed part is TrainConfig.steps)."""
 
+    # steps of each phase-2 run; entities in both roles need a little more than 200 (oracle 0.955 at 200)
+    phase2_steps: int = 250
     # Curriculum (with both splits): phase 1 first trains this many steps on episodes of relation
     # facts only, then on the full mix. Premise chains from the start slowed relation binding
     # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.78 after 700 + 700, 0.80 after 900 + 700).
     relation_steps: int = 900
-    # steps of each phase-2 run; entities in both roles need a little more than 200 (oracle 0.955 at 200)
-    phase2_steps: int = 250
 
     def validate(self):
         if self.relation_steps < 0:
             raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
-        if self.phase2_steps < 1:
-            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
-        return self
+        return super().validate()
 
 
 class HeadlineExperiment(Experiment):

@@ -25,7 +25,8 @@ import torch
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.binding import BINDING_PHASES, binding_model, binding_train, episode_accuracy, phase2_train
+from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
+                                        episode_accuracy, phase2_train)
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.hierarchy import SPLITS, Fact
@@ -77,13 +78,8 @@ class WorldQueries:
 
 
 @dataclass
-class SemanticConfig:
+class SemanticConfig(Phase2Schedule):
     phase2_steps: int = 400  # steps of each phase-2 run
-
-    def validate(self):
-        if self.phase2_steps < 1:
-            raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
-        return self
 
 
 class SemanticExperiment(Experiment):

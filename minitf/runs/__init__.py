@@ -23,8 +23,10 @@ from minitf.report import plot_loss, write_report
 from minitf.runs import folder
 
 
-def resolve_experiment(ref: str | None) -> tuple[Experiment, str]:
-    """``(experiment, ref)`` for a registered name or ``module:Class`` / ``file.py:Class``."""
+def resolve_experiment(ref: "Experiment | str | None") -> tuple[Experiment, str]:
+    """``(experiment, ref)`` for an Experiment, a registered name or ``module:Class`` / ``file.py:Class``."""
+    if isinstance(ref, Experiment):
+        return ref, ref.name
     ref = ref or DEFAULT_EXPERIMENT
     if ref in EXPERIMENTS:
         return EXPERIMENTS[ref], ref
@@ -67,7 +69,7 @@ def run(experiment: Experiment | str | None = None, out: str | None = None, seed
         saved = checkpoint.read_run_config(resume)
         ref = saved.get("experiment_ref") or saved.get("experiment")
         if experiment is not None:
-            chosen, _ = (experiment, None) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+            chosen, _ = resolve_experiment(experiment)
             if chosen.name != saved.get("experiment"):
                 raise ConfigError(f"{resume} is a run of experiment {saved.get('experiment')!r}, not "
                                   f"{chosen.name!r}; resume it with `train.py --resume {resume}` alone")
@@ -80,7 +82,7 @@ def run(experiment: Experiment | str | None = None, out: str | None = None, seed
             return read_report(resume)
         folder.begin_resume(ctx)
         return execute(ctx, quiet)
-    exp, ref = (experiment, experiment.name) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+    exp, ref = resolve_experiment(experiment)
     ctx = folder.prepare_run(exp, out, seed, overrides, device, overwrite)
     return execute(folder.create(ctx, ref), quiet)
 
@@ -115,7 +117,7 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
 def show_config(experiment: Experiment | str | None, overrides=(), seed: int | None = None,
                 device: str | None = None) -> str:
     """Every ``--set`` key of an experiment with its value (after ``overrides``), by section."""
-    exp, _ = (experiment, None) if isinstance(experiment, Experiment) else resolve_experiment(experiment)
+    exp, _ = resolve_experiment(experiment)
     configs = folder.build_configs(exp, list(overrides), seed, device)
     lines = [f"# {exp.name}: every --set key and its value"]
     for title, cfg in zip(("model", "train", "task", "experiment"), configs):

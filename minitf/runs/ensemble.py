@@ -15,7 +15,6 @@ member exactly like a single run. How:
 Member losses equal single runs to float32 reordering (tests/test_ensemble.py).
 """
 import dataclasses
-import os
 import time
 
 from tqdm import tqdm
@@ -39,21 +38,15 @@ def first_phase(ctx: RunContext) -> PhaseSpec:
 def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = None, seed: int | None = None,
                  overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
     """Train seeds seed..seed+k-1 (first phase batched), report each member and their mean."""
-    from minitf.runs import folder, resolve_experiment, run
-    from minitf.runs.seeds import check_parent, seed_dirs, summarize_seeds
+    from minitf.runs import folder, run
+    from minitf.runs.seeds import prepare_seed_runs, summarize_seeds
 
-    experiment, ref = resolve_experiment(experiment) if not isinstance(experiment, Experiment) else (
-        experiment, experiment.name)
     if k < 2:
         raise ConfigError(f"--ensemble needs K >= 2 (got {k}); for one model run without it")
     if device == "cuda":
         raise ConfigError("--ensemble trains on CPU only; drop --device cuda")
-    first_seed = 0 if seed is None else seed
-    seeds = list(range(first_seed, first_seed + k))
-    out = out or os.path.join("runs", experiment.name, f"ensemble{seeds[0]}-{seeds[-1]}")
-    check_parent(out, overwrite)
-    prepared = [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
-                for d, s in zip(seed_dirs(out, seeds), seeds)]
+    experiment, ref, out, prepared = prepare_seed_runs(experiment, k, out, seed, overrides, device, overwrite,
+                                                       "ensemble")
     contexts = [folder.create(ctx, ref) for ctx in prepared]
     phases = [first_phase(ctx) for ctx in contexts]
     cfg = phases[0].train_cfg

@@ -31,18 +31,25 @@ def run_seeds(experiment: Experiment | str | None, n_seeds: int, out: str | None
     """Run seeds seed..seed+n-1 into ``out/seed<N>`` (every folder checked before the first
     run starts) and write ``out/report.json``: each result record's mean over seeds with a
     95% t-interval over seeds and the per-seed values."""
-    from minitf.runs import execute, folder, resolve_experiment
+    from minitf.runs import execute, folder
 
-    experiment, ref = resolve_experiment(experiment) if not isinstance(experiment, Experiment) else (
-        experiment, experiment.name)
-    first = 0 if seed is None else seed
-    seeds = list(range(first, first + n_seeds))
-    out = out or os.path.join("runs", experiment.name, f"seeds{seeds[0]}-{seeds[-1]}")
-    check_parent(out, overwrite)
-    contexts = [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
-                for d, s in zip(seed_dirs(out, seeds), seeds)]
+    experiment, ref, out, contexts = prepare_seed_runs(experiment, n_seeds, out, seed, overrides, device,
+                                                       overwrite, "seeds")
     reports = [execute(folder.create(ctx, ref)) for ctx in contexts]
     return summarize_seeds(experiment, reports, out)
+
+
+def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, overwrite, kind: str):
+    """(experiment, ref, out, [RunContext per seed]): every seed's configs and folder checked, nothing written."""
+    from minitf.runs import folder, resolve_experiment
+
+    experiment, ref = resolve_experiment(experiment)
+    first = 0 if seed is None else seed
+    seeds = list(range(first, first + n_seeds))
+    out = out or os.path.join("runs", experiment.name, f"{kind}{seeds[0]}-{seeds[-1]}")
+    check_parent(out, overwrite)
+    return experiment, ref, out, [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
+                                  for d, s in zip(seed_dirs(out, seeds), seeds)]
 
 
 def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None) -> dict:

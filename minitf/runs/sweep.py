@@ -27,8 +27,7 @@ def run_sweep(experiment: Experiment | str | None, out: str | None = None, seed:
     from minitf.runs import execute, folder, resolve_experiment
     from minitf.runs.seeds import check_parent
 
-    experiment, ref = resolve_experiment(experiment) if not isinstance(experiment, Experiment) else (
-        experiment, experiment.name)
+    experiment, ref = resolve_experiment(experiment)
     if not experiment.sweep_grid:
         raise ConfigError(f"experiment {experiment.name!r} has no --sweep grid (its sweep_grid is empty)")
     out = out or os.path.join("runs", experiment.name, "sweep")
