@@ -291,8 +291,9 @@ def run_compile_only(out_dir, arch, quick):
                     continue
                 consts = dict(HEAD_DIM=dim, CAUSAL=True, PRECISION=prec, ACC=tl.float32, BLOCK_M=m, BLOCK_N=n,
                               EVEN_N=False)
-                sig = {a: "constexpr" if a in consts else "fp32" if a == "sm_scale" else "*fp32" if a in ("LSE", "DELTA")
-                       else f"*{dtype}" if a.isupper() and a not in ("H", "N_CTX") else "i32" for a in fn.arg_names}
+                sig = {a: "constexpr" if a in consts else "fp32" if a == "sm_scale"
+                       else "*fp32" if a in ("LSE", "DELTA") else f"*{dtype}" if a.isupper() and a not in ("H", "N_CTX")
+                       else "i32" for a in fn.arg_names}
                 est = fa._smem_bytes(kernel, triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=st),
                                      dim, elt)
                 row = {"kernel": kernel, "tile": [m, n, w, st], "dtype": dtype, "head_dim": dim, "estimate": est}

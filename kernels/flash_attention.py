@@ -14,6 +14,7 @@ block sizes are autotuned among configs that fit the GPU's shared memory.
 Runs compiled on CUDA, or on CPU in Triton's interpreter (TRITON_INTERPRET=1 before importing
 triton). What runs where: SUPPORTED_HEAD_DIMS, SUPPORTED_DTYPES, ``unsupported_reason``.
 """
+import functools
 import inspect
 import math
 import os
@@ -49,8 +50,8 @@ def unsupported_reason(head_dim: int, dtype: torch.dtype, device_type: str, inte
     this execution mode (``interpreter``: TRITON_INTERPRET=1 was set before importing triton,
     see ``INTERPRET``); otherwise a one-line reason that names the fix. Raises nothing."""
     if device_type not in ("cuda", "cpu"):
-        return (f"q is on {device_type}, where the Triton kernel cannot run: it runs on cuda, or on cpu "
-                f"in Triton's interpreter; move the tensors to cuda or use attn_impl='sdpa'")
+        return (f"device '{device_type}' cannot run the Triton kernel: it runs on cuda, or on cpu in "
+                f"Triton's interpreter; move the tensors to cuda or use attn_impl='sdpa'")
     if device_type == "cpu" and not interpreter:
         return ("on cpu the Triton kernel runs only in Triton's interpreter: set TRITON_INTERPRET=1 "
                 "before triton is imported (e.g. in the shell), or use cuda or attn_impl='sdpa'")
@@ -83,7 +84,7 @@ def _configs(tiles, interp):
 # fwd and dq loop over key blocks inside a query block (BLOCK_M % BLOCK_N == 0); dkdv loops over
 # query blocks inside a key block (BLOCK_N % BLOCK_M == 0): the diagonal is whole inner blocks.
 GPU_TILES = {  # kernel: [(BLOCK_M, BLOCK_N, num_warps, num_stages), ...], preferred first; the
-    # last, small enough for fp32 at head_dim 128 on a ~100 KB GPU, is used only if no other fits
+    # last (small) serves fp32, and anything no other tile fits
     "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4), (64, 32, 4, 2)],
     "dkdv": [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2), (32, 64, 4, 1)],
     "dq": [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 1)],
@@ -105,8 +106,13 @@ def _smem_bytes(kernel, cfg, head_dim, elt):
 
 
 def _shared_memory_limit():
+    return _shared_memory_of(torch.cuda.current_device())
+
+
+@functools.lru_cache(maxsize=None)
+def _shared_memory_of(device_index):
     try:
-        return triton.runtime.driver.active.utils.get_device_properties(torch.cuda.current_device())["max_shared_mem"]
+        return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
     except Exception:  # unknown driver API: assume the smallest of recent GPUs (sm_86)
         return 101376
 
@@ -432,14 +438,15 @@ def _validate(q, k, v, sm_scale):
     if 0 in q.shape:
         raise ValueError(f"q has an empty dimension, shape {tuple(q.shape)}; batch, heads and seq must be ≥ 1")
     if q.device.type == "cuda" and not INTERPRET:
-        gpu = torch.cuda.get_device_name(q.device)
         if q.dtype == torch.bfloat16 and torch.cuda.get_device_capability(q.device)[0] < 8:
-            raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); {gpu} is "
-                             f"older: use float16")
+            raise ValueError(f"bfloat16 needs a GPU of compute capability ≥ 8.0 (Ampere or newer); "
+                             f"{torch.cuda.get_device_name(q.device)} is older: use float16")
         need = max(_smem_bytes(k, AUTOTUNED[k].configs[-1], q.shape[-1], q.element_size()) for k in AUTOTUNED)
-        if need > _shared_memory_limit():
+        have = _shared_memory_of(q.device.index if q.device.index is not None else torch.cuda.current_device())
+        if need > have:
             raise ValueError(f"{q.dtype} at head_dim {q.shape[-1]} needs ~{need // 1024} KiB of shared memory per "
-                             f"block and {gpu} has {_shared_memory_limit() // 1024} KiB: use float16/bfloat16, "
+                             f"block and {torch.cuda.get_device_name(q.device)} has {have // 1024} KiB: use "
+                             f"float16/bfloat16, "
                              f"a smaller head_dim, or attn_impl='sdpa'")
     if sm_scale is not None and not (isinstance(sm_scale, (int, float)) and not isinstance(sm_scale, bool)
                                      and 0 < sm_scale < math.inf):

@@ -54,7 +54,8 @@ def assert_as_accurate_as_plain(name, got, ref64, plain):
     err = (got.double() - ref64).abs().max().item()
     base = (plain.double() - ref64).abs().max().item()
     floor = 4 * torch.finfo(plain.dtype).eps * ref64.abs().max().item()
-    assert err <= 3 * base + floor, f"{name}: max error {err:.3g} > 3 × plain {plain.dtype} error {base:.3g} + {floor:.3g}"
+    assert err <= 3 * base + floor, (f"{name}: max error {err:.3g} > 3 × plain {plain.dtype} error {base:.3g} "
+                                     f"+ {floor:.3g}")
 
 
 def check_against_reference(q, k, v, causal):
@@ -185,7 +186,7 @@ def test_each_dtype_is_computed_right_or_refused_before_launch(dtype, kernel_dev
     ((24, torch.float32, "cuda", False), "head_dim 24 is not supported; allowed: (16, 32, 64, 128)"),
     ((256, torch.float16, "cuda", False), "head_dim 256 is not supported"),
     ((64, torch.float32, "cpu", False), "set TRITON_INTERPRET=1 before triton is imported"),
-    ((64, torch.float32, "mps", False), "q is on mps, where the Triton kernel cannot run"),
+    ((64, torch.float32, "mps", False), "device 'mps' cannot run the Triton kernel"),
 ])
 def test_unsupported_reason_names_the_problem_and_a_fix(case, expected):
     reason = unsupported_reason(*case)
@@ -204,7 +205,7 @@ def test_unsupported_reason_names_the_problem_and_a_fix(case, expected):
                 torch.randn(1, 1, 8, 16, device=d)), "k dtype"),
     (lambda d: (torch.randn(1, 1, 8, 24, device=d),) * 3, "head_dim 24 is not supported; allowed: (16, 32, 64, 128)"),
     (lambda d: (torch.ones(1, 1, 8, 16, dtype=torch.int32, device=d),) * 3, "dtype torch.int32 is not supported"),
-    (lambda d: (torch.randn(1, 1, 8, 16, device="meta"),) * 3, "q is on meta"),
+    (lambda d: (torch.randn(1, 1, 8, 16, device="meta"),) * 3, "device 'meta' cannot run the Triton kernel"),
     (lambda d: (torch.randn(1, 1, 0, 16, device=d),) * 3, "q has an empty dimension"),
     (lambda d: ([[1.0]], torch.randn(1, 1, 8, 16, device=d), torch.randn(1, 1, 8, 16, device=d)),
      "q must be a torch.Tensor"),
