@@ -123,3 +123,22 @@ def test_variants_run_and_are_causal(tiny_cfg, positional, layer_norm):
     t2[:, -1] = (t2[:, -1] + 1) % 20
     assert torch.allclose(out[:, :-1], model(t2)[:, :-1], atol=1e-6)
     out.sum().backward()
+
+
+def test_run_with_cache_logits_equal_the_plain_forward_within_the_stated_bound():
+    """Caching hook_pattern switches attention to the explicit path: ≤ 1e-5 in float32 (the
+    bound run_with_cache documents); without patterns in the cache, the very same path."""
+    from minitf.config import ModelConfig
+
+    torch.manual_seed(0)
+    for cfg in (ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, vocab_size=50, n_ctx=64),
+                ModelConfig(n_layers=2, d_model=128, n_heads=4, d_head=32, conv_kernel=4, vocab_size=600,
+                            n_ctx=120, init_std=0.1)):
+        model = Transformer(cfg).eval()
+        tokens = torch.randint(0, cfg.vocab_size, (8, cfg.n_ctx))
+        plain = model(tokens)
+        cached, cache = model.run_with_cache(tokens)
+        assert "blocks.1.attn.hook_pattern" in cache
+        assert (cached - plain).abs().max().item() <= 1e-5
+        same, _ = model.run_with_cache(tokens, names_filter=lambda n: not n.endswith("hook_pattern"))
+        assert torch.equal(same, plain)
