@@ -51,7 +51,7 @@ def test_ensemble_cli_members_are_ordinary_runs_matching_single_runs(tmp_path):
 
     import minitf
     from minitf.experiments import EXPERIMENTS
-from minitf.runs import run as run_experiment
+    from minitf.runs import run as run_experiment
     from minitf.runs import run_ensemble
 
     over = ["steps=40", "log_every=1", "eval_every=20", "n_classes=32", "d_model=32", "d_head=8"]
