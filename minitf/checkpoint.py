@@ -106,12 +106,17 @@ def _load_state_dict(model, tensors, where) -> None:
 
 
 def save_trainer_state(path, state: dict) -> None:
+    """Write ``state`` (model weights, optimizer state, RNG states, step; any ``torch.save``-able
+    dict) to ``path`` as one file, atomically, so resume never pairs parts of different steps."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_trainer_state(path) -> dict:
+    """The dict written by ``save_trainer_state``, tensors on CPU (``torch.load`` with
+    ``weights_only=True``: loading never runs code). Raises ``CheckpointNotFoundError`` if
+    ``path`` does not exist, ``CheckpointError`` if it is corrupt or truncated."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"no trainer state at {path}: the run has no checkpoint to resume from")
@@ -123,6 +128,9 @@ def load_trainer_state(path) -> dict:
 
 
 def read_run_config(run_dir) -> dict:
+    """The parsed ``config.json`` of a run folder (a dict with at least a ``"model"`` key).
+    Raises ``CheckpointNotFoundError`` if the folder or its config.json is missing,
+    ``CheckpointError`` if the JSON is corrupt or has no ``"model"`` key."""
     path = os.path.join(run_dir, CONFIG)
     if not os.path.isdir(run_dir):
         raise CheckpointNotFoundError(f"run folder {run_dir} does not exist")
@@ -138,6 +146,7 @@ def read_run_config(run_dir) -> dict:
 
 
 def write_run_config(run_dir, data: dict) -> None:
+    """Write ``data`` as ``run_dir/config.json``, atomically (the folder must exist)."""
     atomic_write_json(os.path.join(run_dir, CONFIG), data)
 
 

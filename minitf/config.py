@@ -20,6 +20,8 @@ ATTENTION_CHOICES = ("softmax", "linear")
 
 @dataclass
 class ModelConfig:
+    """The transformer's architecture. Every field is a ``--set key=value`` key; docs/config.md
+    lists each with its type, default and meaning (generated from the field comments below)."""
     n_layers: int = 2  # transformer blocks
     d_model: int = 64  # residual stream width
     n_heads: int = 4  # attention heads per block
@@ -45,6 +47,8 @@ class ModelConfig:
     attention: str = "softmax"
 
     def validate(self) -> "ModelConfig":
+        """Check every field; returns ``self`` if all are valid, else raises one ``ConfigError``
+        listing every problem (with a valid fix for a d_model / n_heads * d_head mismatch)."""
         problems = []
         for name in ("n_layers", "d_model", "n_heads", "d_head", "vocab_size", "n_ctx"):
             if getattr(self, name) < 1:
@@ -80,6 +84,9 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
+    """The optimisation schedule (steps, batch, AdamW, evaluation/checkpoint cadence, device).
+    Every field is a ``--set key=value`` key; docs/config.md lists each with its type, default
+    and meaning (generated from the field comments below)."""
     steps: int = 600  # optimizer steps of the (first) training phase
     batch_size: int = 32  # sequences per step
     lr: float = 3e-3  # peak AdamW learning rate (after warmup; cosine decay to 10%)
@@ -94,6 +101,8 @@ class TrainConfig:
     skip_nonfinite: int = 0  # steps with NaN/inf loss or gradients to skip (no update) before stopping
 
     def validate(self) -> "TrainConfig":
+        """Check every field; returns ``self`` if all are valid, else raises one ``ConfigError``
+        listing every problem."""
         problems = []
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
@@ -130,6 +139,7 @@ def _raise(problems, what):
 
 
 def to_dict(cfg) -> dict:
+    """The config dataclass as a plain (JSON-serialisable) dict, ``{field: value}``."""
     return dataclasses.asdict(cfg)
 
 
