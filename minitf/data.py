@@ -34,6 +34,7 @@ class Vocab:
 
     @property
     def pad_id(self) -> int:
+        """The id of ``<pad>``: always 0."""
         return 0
 
     def encode(self, tokens: str | list[str]) -> list[int]:
@@ -72,10 +73,13 @@ class Vocab:
         return [self.tokens[int(i)] for i in ids]
 
     def save(self, path) -> None:
+        """Write the tokens, in id order, as JSON ``{"tokens": [...]}`` to ``path``, atomically."""
         atomic_write_json(path, {"tokens": self.tokens})
 
     @classmethod
     def load(cls, path) -> "Vocab":
+        """The vocab saved by ``save``. Raises ``CheckpointNotFoundError`` if ``path`` does not
+        exist, ``CheckpointError`` if it is corrupt; ``InputError`` if it holds duplicate tokens."""
         try:
             with open(path) as f:
                 data = json.load(f)
@@ -100,6 +104,7 @@ class Batch:
     mask: torch.Tensor  # (batch, seq-1) float32, 1 where the target is scored
 
     def to(self, device) -> "Batch":
+        """A new Batch with inputs, targets and mask moved to ``device`` (dtypes unchanged)."""
         return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
 
 

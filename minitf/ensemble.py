@@ -53,6 +53,9 @@ class Ensemble:
         return torch.vmap(one)(self.params, self.buffers, inputs)
 
     def member(self, index: int) -> torch.nn.Module:
+        """Member ``index`` (0..K-1, in ``seeds`` order) as a plain model on CPU: a copy of its
+        current weights (detached, not shared with the ensemble) and the config's attention
+        backend (the ensemble itself runs the naive backend)."""
         model = copy.deepcopy(self.template).to_empty(device="cpu").use_attention(None)
         model.load_state_dict({k: v[index].detach().clone() for k, v in {**self.params, **self.buffers}.items()})
         return model

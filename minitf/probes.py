@@ -49,6 +49,8 @@ def _mean_offset(patterns, queries: range, offset: int) -> np.ndarray:
 
 
 def previous_token_score(model, tokens: torch.Tensor) -> np.ndarray:
+    """(layer, head) floats in [0, 1]: mean attention from each position i ≥ 1 to i − 1, over
+    ``tokens`` (batch, seq) int64 (Olsson et al. 2022)."""
     return _mean_offset(attention_patterns(model, tokens), range(1, tokens.shape[1]), 1)
 
 
@@ -59,6 +61,10 @@ def prefix_matching_score(model, tokens: torch.Tensor, segment: int, start: int 
 
 
 def duplicate_token_score(model, tokens: torch.Tensor, segment: int, start: int = 0) -> np.ndarray:
+    """(layer, head) floats in [0, 1]: mean attention from each position q of a later repeat to
+    q − ``segment``, the same token's earlier occurrence. ``tokens`` (batch, seq) int64 hold a
+    segment of length ``segment`` repeated from position ``start`` on (e.g. from
+    ``repeated_random_tokens``; Olsson et al. 2022)."""
     return _mean_offset(attention_patterns(model, tokens), range(start + segment, tokens.shape[1]), segment)
 
 
@@ -122,6 +128,8 @@ def ablate_heads(model, heads: list[tuple[int, int]], mode: str = "zero", means:
 
 @torch.no_grad()
 def mean_head_outputs(model, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    """{layer: (head, d_head) floats}: each head's output ``hook_z`` averaged over the batch and
+    positions of ``tokens`` (batch, seq) int64; the ``means`` for mean ablation in ``ablate_heads``."""
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_z"))
     return {i: cache["z", i].mean(dim=(0, 1)) for i in range(model.cfg.n_layers)}
 

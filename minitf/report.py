@@ -12,12 +12,16 @@ from minitf.fileio import atomic_write_json  # noqa: E402
 
 
 def write_report(run_dir: str, report: dict) -> str:
+    """Write ``report`` (JSON-serialisable) as ``run_dir/report.json``, atomically; returns its path."""
     path = os.path.join(run_dir, REPORT)
     atomic_write_json(path, report)
     return path
 
 
 def format_table(header: list[str], rows: list[list], title: str = "") -> str:
+    """A plain-text table: an optional title line, the header, a dashed rule, then one line per
+    row. The first column is left-aligned, the others right-aligned; floats print with 3
+    decimals, None as "-"."""
     cells = [[_fmt(c) for c in row] for row in [header] + rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     lines = [title] if title else []
@@ -36,6 +40,8 @@ def _fmt(value) -> str:
 
 
 def read_metrics(run_dir: str) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl`` (one dict per non-blank line), in file order; [] when
+    the file does not exist."""
     path = os.path.join(run_dir, METRICS)
     if not os.path.exists(path):
         return []
