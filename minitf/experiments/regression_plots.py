@@ -50,3 +50,18 @@ def plot_learning(run_dir: str, report: dict, filename: str = "learning.png", ot
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def compare_learning(run_dirs: list[str], out: str) -> str:
+    """One picture of several regression runs' learning curves (e.g. ``curriculum=none`` vs
+    ``dims``, same seeds and steps), labelled by seed and curriculum; written to ``out``."""
+    import json
+
+    reports = []
+    for run_dir in run_dirs:
+        with open(os.path.join(run_dir, "report.json")) as f:
+            reports.append(json.load(f))
+    first = reports[0]
+    others = {f"curriculum={r['curriculum']} (seed {r['seed']})": r["learning_curve"] for r in reports[1:]}
+    first = {**first, "curriculum": f"{first['curriculum']} (seed {first['seed']})"}
+    return plot_learning(os.path.dirname(out) or ".", first, os.path.basename(out), others)
