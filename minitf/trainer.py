@@ -120,11 +120,14 @@ class Progress:
             self._print(f"phase {phase}: steps {start}..{total}")
 
     def step(self, step: int, loss: float, rate: float) -> None:
+        """Called at each logged step: print a line (step, loss in nats/token, tokens/s) once
+        ~10% of the phase's steps, or 30 s, have passed since the last line; silent on a terminal."""
         if self.enabled and (step >= self.next_step + self.every or time.perf_counter() - self.last > 30):
             self.next_step, self.last = step, time.perf_counter()
             self._print(f"phase {self.phase}: step {step}/{self.total}  loss {loss:.4f}  {rate:,.0f} tok/s")
 
     def evaluation(self, step: int, results: dict) -> None:
+        """Print the numeric values of an evaluation's ``results`` at ``step``; silent on a terminal."""
         if self.enabled:
             numbers = "  ".join(f"{k} {v:.4f}" for k, v in results.items() if isinstance(v, (int, float)))
             self._print(f"phase {self.phase}: eval at step {step}  {numbers}")
@@ -157,12 +160,17 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------
     @property
     def state_path(self) -> str:
+        """``run_dir/trainer_state.pt``: the path of the resume checkpoint."""
         return os.path.join(self.run_dir, TRAINER_STATE)
 
     def phase_weights_path(self, phase: str) -> str:
+        """Path of the weights saved at the end of ``phase`` (``model-<phase>.safetensors``)."""
         return os.path.join(self.run_dir, phase_weights(phase))
 
     def save_checkpoint(self, phases_done: list[str]) -> None:
+        """Write the resume state (weights, optimizer, torch RNG, phase, step, ``phases_done``) and
+        ``model.safetensors``. Raises ``NonFiniteLossError`` (saving nothing) if any weight is
+        NaN/inf."""
         model = unwrap(self.model)
         bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
         if bad:  # never let a checkpoint hold weights a resume would call "good"
@@ -176,6 +184,9 @@ class Trainer:
         self.last_checkpoint_step = self.step
 
     def restore(self, state: dict) -> None:
+        """Load weights, optimizer, torch RNG state and step from a ``load_trainer_state`` dict, then
+        drop this phase's metrics rows logged after that step. Raises ``CheckpointError`` if the
+        state does not fit this model/config."""
         try:
             unwrap(self.model).load_state_dict(checkpoint.strip_wrapper_prefixes(state["model"]))
             self.optimizer.load_state_dict(state["optimizer"])
@@ -204,6 +215,7 @@ class Trainer:
         atomic_write_bytes(path, "".join(kept).encode())
 
     def log(self, row: dict) -> None:
+        """Append ``{"phase": self.phase, **row}`` as one JSON line to ``run_dir/metrics.jsonl``."""
         with open(os.path.join(self.run_dir, METRICS), "a") as f:
             f.write(json.dumps({"phase": self.phase, **row}) + "\n")
 
@@ -265,6 +277,8 @@ class Trainer:
         self.save_checkpoint(list(phases_done) + [self.phase])
 
     def run_eval(self) -> dict:
+        """Call ``evaluate(model, step)`` in eval mode without gradients, log it as an ``eval`` row,
+        print it (non-terminal output) and return the results dict; the model is back in train mode."""
         self.model.eval()
         with torch.no_grad():
             results = self.evaluate(self.model, self.step)
