@@ -47,6 +47,7 @@ class NoSettings:
     """The experiment config of an experiment without settings of its own."""
 
     def validate(self):
+        """Nothing to check; returns ``self``."""
         return self
 
 
@@ -73,18 +74,26 @@ class Experiment(abc.ABC):
     sweep_grid: dict = {}
 
     def default_task(self):
+        """The task with its defaults, ``task_cls()``; override to change them."""
         return self.task_cls()
 
     def default_config(self):
+        """The experiment's own settings with their defaults, ``config_cls()``."""
         return self.config_cls()
 
     def default_model(self, task) -> ModelConfig:
+        """The default ModelConfig for ``task`` (here ``ModelConfig()``; ``--set`` overrides it).
+        Its ``vocab_size`` must hold the vocab and its ``n_ctx`` ``max_seq_len(task) - 1``, or the
+        runner refuses the run with a ``ConfigError``."""
         return ModelConfig()
 
     def default_train(self) -> TrainConfig:
+        """The default TrainConfig (here ``TrainConfig()``; ``--set`` overrides it)."""
         return TrainConfig()
 
     def vocab(self, task) -> Vocab:
+        """The vocab: ``<pad>`` (id 0), then ``task.vocab_tokens()`` in order. Raises ``InputError``
+        on duplicate tokens."""
         return Vocab(task.vocab_tokens())
 
     def pin_inputs(self, task):
@@ -215,6 +224,7 @@ class RunContext:
         return trainer
 
     def phase_weights_path(self, phase: str) -> str:
+        """Path of the weights saved at the end of ``phase``: ``run_dir/model-<phase>.safetensors``."""
         return os.path.join(self.run_dir, phase_weights(phase))
 
     def load_phase(self, model, phase: str) -> None:
