@@ -25,6 +25,7 @@ class Phase2Schedule:
     phase2_steps: int = 250  # steps of each phase-2 run
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` if ``phase2_steps`` < 1."""
         if self.phase2_steps < 1:
             raise ValueError(f"phase2_steps must be >= 1 (got {self.phase2_steps})")
         return self
@@ -40,6 +41,8 @@ def binding_model(vocab_size: int, n_ctx: int) -> ModelConfig:
 
 
 def binding_train() -> TrainConfig:
+    """Phase 1's schedule: 1000 steps of 64 sequences, peak lr 3e-3 after 100 warmup steps,
+    evaluations every 250 steps, checkpoints every 500, a loss row every 25."""
     return TrainConfig(steps=1000, batch_size=64, lr=3e-3, warmup=100, eval_every=250,
                        checkpoint_every=500, log_every=25)
 
