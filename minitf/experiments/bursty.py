@@ -22,23 +22,37 @@ EVAL_SEQUENCES = 400
 
 
 class BurstyExperiment(Experiment):
+    """``bursty``: one phase on ``BurstyTask`` sequences, tracking ICL accuracy (holdout classes,
+    arbitrary labels) vs IWL accuracy and the induction scores (Chan et al. 2022); ``--sweep``
+    runs p_bursty ∈ {0, 0.5, 0.9} × n_classes ∈ {64, 512}."""
+
     name = "bursty"
     description = "bursty few-shot classification: ICL on holdout classes vs IWL (Chan et al. 2022)"
     task_cls = BurstyTask
     sweep_grid = {"p_bursty": (0.0, 0.5, 0.9), "n_classes": (64, 512)}
 
     def default_model(self, task) -> ModelConfig:
+        """2-layer attention-only, d_model 64, 4 heads of 16, vocab_size = the task's vocab,
+        n_ctx = seq_len − 1."""
         return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0,
                            vocab_size=len(self.vocab(task)), n_ctx=task.seq_len - 1)
 
     def default_train(self) -> TrainConfig:
+        """3000 steps of 64 sequences, lr 3e-3, 50 warmup steps, evaluations every 250 steps,
+        checkpoints every 1000, a loss row every 25."""
         return TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=50, eval_every=250, checkpoint_every=1000,
                            log_every=25)
 
     def max_seq_len(self, task) -> int:
+        """``task.seq_len`` = 1 + 2·(n_pairs + 1) tokens."""
         return task.seq_len
 
     def run(self, ctx: RunContext) -> dict:
+        """One phase, ``train``: ``task.sample`` with, at every evaluation, ``icl_acc`` / ``iwl_acc``
+        (accuracy in [0, 1]), ``scores`` (``all_scores`` on repeated random items after ``<bos>``)
+        and ``label_attention``. Then, on 400 sequences per mode: report keys ``results``
+        ({icl, iwl, flipped, unrelated}: ``proportion`` records), ``scores`` (per-head
+        [layer][head] lists, with ``label_attention``) and ``ablation`` (see ``ablation``)."""
         task, vocab = ctx.task, ctx.vocab
         evals = {m: task.evaluation(m, ctx.eval_rng(i), EVAL_SEQUENCES) for i, m in enumerate(EVAL_MODES)}
         items = vocab.encode([task.item(c, e) for c in range(task.n_classes) for e in range(task.exemplars)])
@@ -64,6 +78,8 @@ class BurstyExperiment(Experiment):
                 "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"])}
 
     def summary(self, report: dict) -> str:
+        """A table of the four evaluations (acc, 95% CI, chance, n), the induction heads and the
+        ICL accuracy with all of them and with each single head ablated."""
         rows = [[m, r["acc"], f"[{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]", r["chance"], r["n"]]
                 for m, r in report["results"].items()]
         out = format_table(["eval", "acc", "95% CI", "chance", "n"], rows, title=f"bursty — {report['architecture']}")
@@ -75,6 +91,7 @@ class BurstyExperiment(Experiment):
         return out
 
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
+        """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid."""
         plot_phase_diagram(out, grid)
 
 
@@ -110,6 +127,9 @@ def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
 
 
 def plot_phase_diagram(out: str, grid: list[dict]) -> None:
+    """Write ``out/phase_diagram.png``: two heatmaps, ICL and IWL accuracy in [0, 1] (rows p_bursty,
+    columns n_classes). ``grid``: ``sweep.json`` rows, each with ``p_bursty``, ``n_classes``,
+    ``icl`` and ``iwl``; raises ``StopIteration`` if a grid combination has no row."""
     import matplotlib.pyplot as plt
 
     ps, ks = sorted({g["p_bursty"] for g in grid}), sorted({g["n_classes"] for g in grid})
