@@ -60,6 +60,12 @@ class QuerySet:
                           if k != "syllogism"}
 
     def evaluate(self, model, condition: str) -> dict:
+        """Score ``model`` in one of ``CONDITIONS``: ``in_context`` puts each query's fact among
+        distractors in the prompt, ``retrieval`` the trained sentences about its entity,
+        ``phase1_facts`` asks the fixed world's forward/reversal queries, any other no context.
+        Returns, per query kind, ``{kind}`` (k-way accuracy among same-role candidates),
+        ``{kind}_top1`` (top-1 over all entities) and, where every query has a contrast prompt,
+        ``{kind}_direction`` (chance 0.5): each a ``proportion`` record, accuracy in [0, 1]."""
         if condition == "phase1_facts":
             return self._score(model, self.fixed, self.fixed_cands, None)
         contexts = {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
@@ -161,12 +167,18 @@ class HeadlineConfig(Phase2Schedule):
     relation_steps: int = 900
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` if ``relation_steps`` < 0 or ``phase2_steps`` < 1."""
         if self.relation_steps < 0:
             raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
         return super().validate()
 
 
 class HeadlineExperiment(Experiment):
+    """``headline``: phase 1 binds facts in context (after a relation-only curriculum start
+    with both splits), then three phase-2 runs from phase 1's weights learn new facts in one
+    direction (plain, + oracle inferences, + self-generated ones); every condition answers the
+    same reversal / syllogism queries (Lampinen et al. 2025; Berglund et al. 2023)."""
+
     name = "headline"
     description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
     task_cls = RelationalTask
@@ -177,6 +189,7 @@ class HeadlineExperiment(Experiment):
     phase1_steps = 700
 
     def default_task(self):
+        """``RelationalTask`` with this experiment's ``splits``."""
         return RelationalTask(splits=self.splits)
 
     def pin_inputs(self, task):
@@ -187,17 +200,31 @@ class HeadlineExperiment(Experiment):
         return task
 
     def default_model(self, task) -> ModelConfig:
+        """``binding_model``: 2-layer attention-only, d_model 128, 4 heads of 32, conv_kernel 4,
+        vocab_size = the task's vocab, n_ctx = ``task.max_seq_len()``."""
         return binding_model(len(self.vocab(task)), task.max_seq_len())
 
     def default_train(self) -> TrainConfig:
+        """``binding_train`` with ``steps`` = ``phase1_steps`` (700 here, 1000 for reversal/syllogism)."""
         # steps of the mixed phase 1; the headline adds the task's relation_steps before it
         return dataclasses.replace(binding_train(), steps=self.phase1_steps)
 
     def max_seq_len(self, task) -> int:
+        """``task.max_seq_len()``, in tokens."""
         return task.max_seq_len()
 
     # -- phases ----------------------------------------------------------------------------
     def run(self, ctx: RunContext) -> dict:
+        """Phases: ``phase1_relations`` (``relation_steps`` steps, only with both splits and
+        relation_steps > 0: the phase-1 mix with reversal-split episodes only), ``phase1``
+        (``TrainConfig.steps``: episodes, else fixed-world documents; evaluated by
+        ``episode_answer_acc``), then ``phase2``, ``phase2_oracle``, ``phase2_self`` (each
+        ``phase2_steps`` from phase 1's weights: new-fact documents mixed with phase-1 data).
+        Report keys: ``results`` ({condition: ``QuerySet.evaluate`` dict} for ``CONDITIONS``),
+        ``self_generation`` (total / well_formed / correct), ``n_new_facts``,
+        ``n_syllogism_queries``, ``n_entities``, ``episode_answer_acc`` (in [0, 1]), ``induction``
+        (``induction_section``), ``in_weights_direction_control``,
+        ``in_context_by_shared_relation``, ``retrieval_by_matching_facts``."""
         task, world = ctx.task, ctx.task.build_world(np.random.default_rng([ctx.train_cfg.seed, 77]))
         qset = QuerySet(world, ctx.vocab, ctx.eval_rng(1))
         fixed_docs = world.fixed_world_sentences()
@@ -254,6 +281,9 @@ class HeadlineExperiment(Experiment):
 
     # -- report ------------------------------------------------------------------------------
     def summary(self, report: dict) -> str:
+        """The conditions × splits accuracy table with chance, the direction control, the
+        shared-relation and matching-facts splits, the induction-head ablation and the
+        self-generation count."""
         results = report["results"]
         splits = [s for s in results["in_weights"]]
         header = ["condition"] + splits
@@ -285,9 +315,11 @@ class HeadlineExperiment(Experiment):
                 f"{_fmt(report['episode_answer_acc'])}")
 
     def plots(self, run_dir: str, report: dict) -> None:
+        """``results.png`` (``plot_results``)."""
         plot_results(run_dir, report)
 
     def loss_branches(self) -> dict:
+        """The three phase-2 runs branch from ``phase1``."""
         return {phase: "phase1" for phase in self.phases[2:]}
 
 
@@ -337,6 +369,8 @@ def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
 
 
 def plot_results(run_dir: str, report: dict) -> str:
+    """Write ``run_dir/results.png``: accuracy bars per condition for every reported split except
+    the forward ones; returns its path."""
     import matplotlib.pyplot as plt
 
     results = report["results"]
@@ -351,6 +385,8 @@ def plot_results(run_dir: str, report: dict) -> str:
 
 
 class ReversalExperiment(HeadlineExperiment):
+    """``reversal``: the headline on relation facts only (the reversal curse), phase 1 of 1000 steps."""
+
     name = "reversal"
     description = "the headline on relation facts only (the reversal curse)"
     splits = "reversal"
@@ -358,6 +394,8 @@ class ReversalExperiment(HeadlineExperiment):
 
 
 class SyllogismExperiment(HeadlineExperiment):
+    """``syllogism``: the headline on syllogisms only (two-hop deductions), phase 1 of 1000 steps."""
+
     name = "syllogism"
     description = "the headline on syllogisms only (two-hop deductions from premises)"
     splits = "syllogism"
