@@ -23,22 +23,39 @@ PROBE_SEQUENCES = 32
 
 
 class InductionExperiment(Experiment):
+    """``induction``: one phase on ``InductionTask`` sequences (a random segment repeated), tracking
+    the repeat losses, per-head scores and the ICL score to find the phase change (Olsson et al.
+    2022; Elhage et al. 2021)."""
+
     name = "induction"
     description = "induction heads on repeated random tokens (2-layer attention-only)"
     task_cls = InductionTask
     artifacts = ("scores.png", "head_scores.png", "attention.png", "attention.html")
 
     def default_model(self, task) -> ModelConfig:
+        """2-layer attention-only, d_model 64, 4 heads of 16, vocab_size = the task's vocab,
+        n_ctx = seq_len − 1."""
         return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=0,
                            vocab_size=len(self.vocab(task)), n_ctx=task.seq_len - 1)
 
     def default_train(self) -> TrainConfig:
+        """3000 steps of 32 sequences, lr 3e-3, 50 warmup steps, evaluations every 100 steps,
+        checkpoints every 500."""
         return TrainConfig(steps=3000, batch_size=32, lr=3e-3, warmup=50, eval_every=100, checkpoint_every=500)
 
     def max_seq_len(self, task) -> int:
+        """``task.seq_len`` tokens."""
         return task.seq_len
 
     def run(self, ctx: RunContext) -> dict:
+        """One phase, ``train``, on ``task.sample``; every evaluation (256 full-length sequences)
+        logs ``loss_first_repeat`` / ``loss_second_repeat`` (nats/token), ``icl_score`` (nats;
+        negative = in-context learning) and ``scores`` (``all_scores`` on 32 repeated-random-symbol
+        probes). Report keys: those four at the end, ``phase_change_step`` and
+        ``scores_at_phase_change`` (``phase_change``; None without a ≥ 1-nat drop),
+        ``top_induction_head`` (layer ≥ 1) and ``top_previous_token_head`` ([layer, head]),
+        ``ablation`` (``ablation_effect`` on the second-repeat loss of the layer ≥ 1 heads with
+        prefix-matching ≥ 0.5, else the best one; None for a 1-layer model)."""
         task, vocab = ctx.task, ctx.vocab
         eval_batch = collate(task.sample(ctx.eval_rng(), EVAL_SEQUENCES, full_length=True), vocab)
         symbols = vocab.encode(task.symbols())
@@ -76,12 +93,17 @@ class InductionExperiment(Experiment):
                 "ablation": ablation}
 
     def marks(self, report: dict) -> dict:
+        """``{"phase change": phase_change_step}`` (None when there was none)."""
         return {"phase change": report.get("phase_change_step")}
 
     def plots(self, run_dir: str, report: dict) -> None:
+        """scores.png, head_scores.png, attention.png and, with the lens extra, attention.html
+        (``plot_induction``)."""
         plot_induction(run_dir, report)
 
     def summary(self, report: dict) -> str:
+        """The repeat losses (nats/token) and ICL score, every head's four scores, the phase-change
+        step and the ablation's effect on the second-repeat loss."""
         first, second = report["loss_first_repeat"], report["loss_second_repeat"]
         rows = [["first repeat", first], ["second repeat", second],
                 ["second / first", second / first if first else None], ["ICL score", report["icl_score"]]]

@@ -15,12 +15,18 @@ SCORES = ("previous_token", "prefix_matching", "duplicate_token", "copying")
 
 
 def plot_induction(run_dir: str, report: dict) -> None:
+    """Write the induction PNGs into ``run_dir``: scores.png (``plot_trajectories``),
+    head_scores.png (``plot_heatmaps``), attention.png and, with circuitsvis, attention.html
+    (``plot_top_patterns``; loads the saved model from ``run_dir``)."""
     plot_trajectories(run_dir, report)
     plot_heatmaps(run_dir, report)
     plot_top_patterns(run_dir, report)
 
 
 def plot_trajectories(run_dir, report):
+    """scores.png: each head's four scores and the first/second-repeat held-out loss (nats/token)
+    against training step, read from metrics.jsonl, with the phase-change step (if any) marked;
+    writes nothing when no evaluation logged scores."""
     evals = [r for r in read_metrics(run_dir) if "eval" in r and "scores" in r["eval"]]
     if not evals:
         return
@@ -51,6 +57,8 @@ def plot_trajectories(run_dir, report):
 
 
 def plot_heatmaps(run_dir, report):
+    """head_scores.png: the report's final scores as (layer, head) heatmaps, one per score
+    (colour range [0, 1]; [-1, 1] for copying)."""
     fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3))
     for ax, name in zip(axes, SCORES):
         arr = np.array(report["scores"][name])
