@@ -51,6 +51,11 @@ class WorldQueries:
         self.pools = {"categories": world.tree.categories, "properties": world.property_pool}
 
     def evaluate(self, model, condition: str) -> dict:
+        """Score ``model`` in one of ``CONDITIONS``: ``in_context`` / ``retrieval`` put each query's
+        premises among distractors / its retrieved facts in the prompt, ``trained_facts`` asks
+        200 trained facts as trained, any other no context. Returns, per split, ``{split}``
+        (k-way among hard distractors) and ``{split}_top1`` (top-1 over every word of the
+        answer's kind): ``proportion`` records, accuracy in [0, 1]."""
         if condition == "trained_facts":
             return self._score(model, self.queries_trained, None)
         return self._score(model, self.queries, {"in_context": self.context, "retrieval": self.retrieved}.get(condition))
@@ -79,10 +84,16 @@ class WorldQueries:
 
 @dataclass
 class SemanticConfig(Phase2Schedule):
+    """The semantic experiment's own setting: ``phase2_steps`` (a ``--set`` key, see docs/config.md)."""
+
     phase2_steps: int = 400  # steps of each phase-2 run
 
 
 class SemanticExperiment(Experiment):
+    """``semantic``: phase 1 binds fresh hierarchies in context; then, for the structured and the
+    control world, three phase-2 runs from phase 1's weights (plain, + oracle, + self-generated
+    augmentation), all conditions answering the same queries (Lampinen et al. 2025)."""
+
     name = "semantic"
     description = "category hierarchy in nonsense words: in weights vs in context, structured vs control"
     task_cls = SemanticTask
@@ -92,15 +103,27 @@ class SemanticExperiment(Experiment):
     artifacts = ("results.png",)
 
     def default_model(self, task) -> ModelConfig:
+        """The headline's ``binding_model`` (2-layer attention-only, d_model 128, 4 heads of 32,
+        conv_kernel 4), vocab_size = the task's vocab, n_ctx = ``task.max_seq_len()`` − 1."""
         return binding_model(len(self.vocab(task)), task.max_seq_len() - 1)  # the headline's, to compare
 
     def default_train(self) -> TrainConfig:
+        """``binding_train``: 1000 phase-1 steps of 64 sequences, lr 3e-3, 100 warmup steps."""
         return binding_train()
 
     def max_seq_len(self, task) -> int:
+        """``task.max_seq_len()``, in tokens."""
         return task.max_seq_len()
 
     def run(self, ctx: RunContext) -> dict:
+        """Phases: ``phase1`` (``TrainConfig.steps`` of episodes; evaluated by ``episode_answer_acc``),
+        then per world (structured, control) ``<world>_phase2``, ``<world>_oracle``,
+        ``<world>_self`` (each ``phase2_steps`` from phase 1's weights: the world's documents
+        with probability ``new_fact_fraction``, else phase-1 episodes). Report keys: ``results``
+        ({world: {condition: ``WorldQueries.evaluate`` dict}}), ``self_generation`` ({world:
+        total / well_formed / correct}), ``episode_answer_acc`` (in [0, 1]), ``worlds`` (sizes:
+        categories, stated_facts, training_sentences, queries per split), ``targets``
+        (``targets``: three booleans)."""
         task = ctx.task
         worlds = task.build_worlds(ctx.train_cfg.seed)
         episodes = worlds["structured"]  # fresh episodes draw on the shared word pools only
@@ -142,6 +165,9 @@ class SemanticExperiment(Experiment):
                 "targets": targets(results)}
 
     def summary(self, report: dict) -> str:
+        """Per world, the conditions × splits table (k-way / top-1 accuracy, with chance), the
+        trained-facts row and the self-generation count; then the targets and phase 1's episode
+        accuracy."""
         out = []
         for name in WORLDS:
             res = report["results"][name]
@@ -160,9 +186,12 @@ class SemanticExperiment(Experiment):
         return "\n".join(out)
 
     def loss_branches(self) -> dict:
+        """Every phase-2 run (both worlds) branches from ``phase1``."""
         return {phase: "phase1" for phase in self.phases[2:]}
 
     def plots(self, run_dir: str, report: dict) -> None:
+        """``results.png``: k-way accuracy bars per condition and split, one panel per world
+        (trained_facts left out)."""
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), sharey=True)
