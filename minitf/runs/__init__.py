@@ -88,6 +88,7 @@ def run(experiment: Experiment | str | None = None, out: str | None = None, seed
 
 
 def read_report(run_dir: str) -> dict:
+    """The parsed ``run_dir/report.json`` of a finished run (``FileNotFoundError`` if absent)."""
     with open(os.path.join(run_dir, artifacts.REPORT)) as f:
         return json.load(f)
 
@@ -129,6 +130,8 @@ def show_config(experiment: Experiment | str | None, overrides=(), seed: int | N
 
 
 def describe_architecture(cfg: ModelConfig) -> str:
+    """One line for reports and plot titles, e.g. "2 layers, d_model 64, 4 heads, attention-only,
+    no conv, learned positions, pre-LN"."""
     mlp = f"MLP {cfg.d_mlp}" if cfg.d_mlp else "attention-only"
     conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
     extra = (f", vector read-in d_input {cfg.d_input}" if cfg.d_input else "") + (

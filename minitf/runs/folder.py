@@ -83,6 +83,7 @@ def clear_own_files(run_dir: str, experiment: Experiment) -> None:
 
 
 def default_run_dir(experiment: Experiment, seed: int) -> str:
+    """``runs/<experiment>/seed<seed>-<YYYYmmdd-HHMMSS>`` (local time), relative to the working directory."""
     return os.path.join("runs", experiment.name, f"seed{seed}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 

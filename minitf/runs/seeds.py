@@ -14,6 +14,7 @@ T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 
 
 
 def seed_dirs(out: str, seeds: list[int]) -> list[str]:
+    """``out/seed<N>`` for each seed, in order."""
     return [os.path.join(out, f"seed{s}") for s in seeds]
 
 
@@ -78,6 +79,8 @@ def merge(results: list):
 
 
 def flatten(tree, prefix=""):
+    """``[(dotted path, record)]`` for every ``proportion`` record (a dict with ``"acc"``) in a
+    nested report dict, depth first, e.g. ``("in_weights.reversal", {...})``."""
     if isinstance(tree, dict) and "acc" in tree:
         return [(prefix, tree)]
     return [item for k, v in tree.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]

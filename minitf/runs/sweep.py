@@ -14,16 +14,25 @@ from minitf.fileio import atomic_write_json
 
 
 def cells(grid: dict) -> list[dict]:
+    """Every combination of ``{key: (values...)}`` as ``{key: value}`` dicts, the last key varying fastest."""
     keys = list(grid)
     return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
 def cell_name(cell: dict) -> str:
+    """A cell's folder name, ``key=value-key=value`` in the grid's key order."""
     return "-".join(f"{k}={v}" for k, v in cell.items())
 
 
 def run_sweep(experiment: Experiment | str | None, out: str | None = None, seed: int | None = None,
               overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
+    """Run every cell of ``experiment.sweep_grid`` as an ordinary run in ``out/<cell_name>``
+    (default ``runs/<name>/sweep``), after preparing (validating) all cells first; then write
+    ``out/sweep.json`` and the experiment's ``sweep_plot``. Returns ``{"grid": rows}``, one row
+    per cell: its settings plus each ``results`` entry's accuracy in [0, 1]. Raises
+    ``ConfigError`` for an empty grid or an override of a swept key, ``RunExistsError`` for an
+    ``out`` that is a file or holds a merged report (unless ``overwrite``), and whatever
+    ``prepare_run`` raises for a cell."""
     from minitf.runs import execute, folder, resolve_experiment
     from minitf.runs.seeds import check_parent
 
