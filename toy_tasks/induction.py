@@ -21,11 +21,15 @@ BOS = "<bos>"
 
 @dataclass
 class InductionTask:
+    """The induction task's settings; every field is a ``--set`` key (docs/config.md)."""
+
     n_symbols: int = 62  # random symbols t0..t{n-1}
     segment_len: int = 63  # longest repeated segment; evaluation repeats one of this length twice
     min_segment_len: int = 8  # training draws L in [min_segment_len, segment_len]
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` unless n_symbols ≥ 2 and
+        1 ≤ min_segment_len ≤ segment_len."""
         if self.n_symbols < 2:
             raise ValueError(f"n_symbols must be >= 2 (got {self.n_symbols})")
         if not 1 <= self.min_segment_len <= self.segment_len:
@@ -34,13 +38,16 @@ class InductionTask:
         return self
 
     def symbols(self) -> list[str]:
+        """The random symbols ``t0 .. t{n_symbols-1}``."""
         return [f"t{i}" for i in range(self.n_symbols)]
 
     def vocab_tokens(self) -> list[str]:
+        """``<bos>`` then the symbols."""
         return [BOS] + self.symbols()
 
     @property
     def seq_len(self) -> int:
+        """Tokens per sequence: 1 + 2·segment_len (``<bos>`` and two full repeats)."""
         return 1 + 2 * self.segment_len
 
     def first_repeat(self) -> range:
@@ -48,6 +55,7 @@ class InductionTask:
         return range(1, 1 + self.segment_len)
 
     def second_repeat(self) -> range:
+        """Token positions of the second repeat in the evaluation layout (``full_length=True``)."""
         return range(1 + self.segment_len, self.seq_len)
 
     def sample(self, rng: np.random.Generator, n: int, full_length: bool = False) -> list[Example]:
