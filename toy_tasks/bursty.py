@@ -29,6 +29,9 @@ EVAL_MODES = ("icl", "iwl", "flipped", "unrelated")
 
 @dataclass
 class BurstyTask:
+    """Bursty few-shot classification settings (Chan et al. 2022); every field is a ``--set`` key
+    (docs/config.md)."""
+
     n_classes: int = 256  # K trained classes
     n_holdout: int = 64  # classes never seen in training (ICL evaluation)
     exemplars: int = 1  # item tokens per class
@@ -40,6 +43,9 @@ class BurstyTask:
     n_pairs: int = 8  # (item, label) pairs before the query
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` unless n_classes, n_holdout, n_labels ≥ 2,
+        exemplars ≥ 1, p_bursty and fresh_fraction in [0, 1], 1 ≤ 2·burstiness ≤ n_pairs and
+        zipf_alpha ≥ 0."""
         if self.n_classes < 2 or self.n_holdout < 2 or self.exemplars < 1 or self.n_labels < 2:
             raise ValueError("need n_classes >= 2, n_holdout >= 2, exemplars >= 1, n_labels >= 2")
         if not (0 <= self.p_bursty <= 1 and 0 <= self.fresh_fraction <= 1):
@@ -52,9 +58,11 @@ class BurstyTask:
 
     # -- vocabulary ---------------------------------------------------------------------
     def item(self, cls: int, exemplar: int) -> str:
+        """The item token ``c<cls>.<exemplar>``; classes ≥ n_classes are the holdout pool."""
         return f"c{cls}.{exemplar}"
 
     def labels(self) -> list[str]:
+        """The label tokens ``L0 .. L{n_labels-1}``."""
         return [f"L{i}" for i in range(self.n_labels)]
 
     def unrelated_labels(self) -> list[str]:
@@ -62,14 +70,18 @@ class BurstyTask:
         return [f"U{i}" for i in range(8)]
 
     def vocab_tokens(self) -> list[str]:
+        """``<bos>``, the labels, the 8 unrelated labels, then every item of the n_classes +
+        n_holdout classes."""
         items = [self.item(c, e) for c in range(self.n_classes + self.n_holdout) for e in range(self.exemplars)]
         return [BOS] + self.labels() + self.unrelated_labels() + items
 
     @property
     def seq_len(self) -> int:
+        """Tokens per sequence: 1 + 2·(n_pairs + 1) (``<bos>``, the pairs, the query pair)."""
         return 1 + 2 * (self.n_pairs + 1)
 
     def class_probs(self) -> np.ndarray:
+        """(n_classes,) float64 summing to 1: Zipf, p(c) ∝ (c + 1)^−zipf_alpha."""
         p = 1.0 / np.arange(1, self.n_classes + 1) ** self.zipf_alpha
         return p / p.sum()
 
@@ -83,6 +95,10 @@ class BurstyTask:
         return Example(tokens=tokens, scored=scored, answer_pos=len(tokens) - 1, answer=tokens[-1])
 
     def sample(self, rng: np.random.Generator, n: int) -> list[Example]:
+        """``n`` training sequences, every label scored: a ``fresh_fraction`` draw uniformly from
+        the holdout pool with labels re-bound at random for the sequence, the rest Zipf over the
+        trained classes with label c mod n_labels; a ``p_bursty`` share is bursty (the query's
+        class and one other each ``burstiness`` times in context)."""
         probs, labels = self.class_probs(), self.labels()
         out = []
         for _ in range(n):
