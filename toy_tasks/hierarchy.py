@@ -31,22 +31,30 @@ N_PHRASINGS = 3
 
 @dataclass(frozen=True)
 class Fact:
+    """One fact "x rel y" (``rel`` a key of ``PHRASINGS``); frozen, so hashable."""
+
     x: str
     rel: str
     y: str
 
     def prompt(self, phrasing: int = 0) -> tuple:
+        """The words before the answer in phrasing 0..2, e.g. ``("every", x, "has")``; raises
+        ``KeyError`` / ``IndexError`` for an unknown relation / phrasing."""
         return tuple(self.x if w == "X" else w for w in PHRASINGS[self.rel][phrasing])
 
     def tokens(self, phrasing: int = 0) -> list[str]:
+        """The sentence as tokens: the prompt, ``y``, then "."."""
         return list(self.prompt(phrasing)) + [self.y, END]
 
     def reversed(self) -> "Fact":
+        """The same fact stated from the object's side: ``Fact(y, INVERSE[rel], x)``."""
         return Fact(self.y, INVERSE[self.rel], self.x)
 
 
 @dataclass(frozen=True)
 class Query:
+    """One evaluation question: the fact asked in a phrasing, what entails it, what to exclude."""
+
     kind: str  # a split name
     fact: Fact  # asked as fact.prompt(phrasing); the answer is fact.y
     phrasing: int
@@ -64,6 +72,7 @@ class Hierarchy:
         self.children = {c: [d for d in parent if parent[d] == c] for c in parent}
 
     def ancestors(self, c: str) -> list[str]:
+        """``c``'s ancestors, nearest first (``c`` itself not included; [] for a root)."""
         out = []
         while self.parent[c] is not None:
             c = self.parent[c]
@@ -71,12 +80,16 @@ class Hierarchy:
         return out
 
     def descendants(self, c: str) -> list[str]:
+        """Every category below ``c``, depth first (``c`` itself not included)."""
         out = []
         for d in self.children[c]:
             out += [d] + self.descendants(d)
         return out
 
     def true_objects(self, x: str, rel: str) -> set:
+        """Every true ``y`` of "x rel y" under inheritance: ancestors for is-a, descendants for
+        includes, stated objects of x and its ancestors for an attribute, and for an inverse
+        attribute every category that holds ``x``."""
         if rel == "is-a":
             return set(self.ancestors(x))
         if rel == "includes":
@@ -95,6 +108,8 @@ class Hierarchy:
         return chain + [Fact(c, rel, y)]
 
     def stated_facts(self, skip=()) -> list[Fact]:
+        """The facts the tree states, in category order: "c is-a parent" for every non-root, and
+        each category's stated attributes unless it is in ``skip``."""
         facts = []
         for c in self.categories:
             if self.parent[c] is not None:
@@ -105,6 +120,10 @@ class Hierarchy:
 
 
 def build_tree(names: list[str], n_roots: int, branching: int, depth: int) -> tuple[dict, list[list[str]]]:
+    """A forest of ``n_roots`` trees, ``depth`` levels, ``branching`` children per category, named
+    by taking ``names`` from the end (the list passed in is not changed). Returns
+    ``(parent, levels)``: ``{category: parent or None}`` and the categories of each level, roots
+    first. Raises ``IndexError`` when ``names`` is too short."""
     names, parent, levels = [str(n) for n in names], {}, [[]]
     for _ in range(n_roots):
         levels[0].append(names.pop())
@@ -119,6 +138,7 @@ def build_tree(names: list[str], n_roots: int, branching: int, depth: int) -> tu
 
 
 def root_of(parent, c):
+    """The root above (or equal to) category ``c`` in a ``{category: parent or None}`` map."""
     while parent[c] is not None:
         c = parent[c]
     return c
