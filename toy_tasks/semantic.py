@@ -32,6 +32,9 @@ from toy_tasks.relational_facts import entity_names
 
 @dataclass
 class SemanticTask:
+    """The semantic-structure world's settings (Lampinen et al. 2025); every field is a ``--set``
+    key (docs/config.md)."""
+
     n_roots: int = 4  # root categories of the hierarchy
     branching: int = 3  # children per category
     depth: int = 3  # levels, roots included: 4 + 12 + 36 = 52 categories by default
@@ -51,6 +54,9 @@ class SemanticTask:
     new_fact_fraction: float = 0.5  # phase 2: world documents; the rest replays episodes
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` naming the first bad setting (tree sizes ≥ 2,
+        1 ≤ min_props ≤ max_props, fractions strictly in (0, 1), reversal + rephrasing < 1,
+        n_candidates ≥ 2, max_queries ≥ 1, max_context_facts ≥ 4, per-episode/doc counts ≥ 1)."""
         if self.n_roots < 2 or self.branching < 2 or self.depth < 2:
             raise ValueError(f"need n_roots >= 2, branching >= 2, depth >= 2 (got {self.n_roots}, "
                              f"{self.branching}, {self.depth})")
@@ -70,24 +76,33 @@ class SemanticTask:
         return self
 
     def n_categories(self) -> int:
+        """Categories in the tree: n_roots · Σ branching^level over the ``depth`` levels."""
         return sum(self.n_roots * self.branching ** level for level in range(self.depth))
 
     def category_names(self) -> list[str]:
+        """One nonsense word per category (``entity_names``)."""
         return entity_names(self.n_categories())
 
     def property_names(self) -> list[str]:
+        """n_categories · max_props property words, each a name prefixed with "q" (distinct from
+        category words)."""
         # a second syllable order keeps property words distinct from category words
         return ["q" + w for w in entity_names(self.n_categories() * self.max_props)]
 
     def vocab_tokens(self) -> list[str]:
+        """``<bos>``, ".", every phrasing word (sorted), the category words, the property words."""
         words = sorted({w for forms in PHRASINGS.values() for form in forms for w in form if w != "X"})
         return [BOS, END] + words + self.category_names() + self.property_names()
 
     def max_seq_len(self) -> int:
+        """An upper bound on sequence length in tokens, at ≤ 5 tokens per sentence: ``<bos>``, the
+        longest context (episode or retrieval + distractors) and an episode's queries."""
         context = 5 * max(self.max_retrieved + self.n_distractors, self.max_context_facts)
         return 1 + context + 5 * self.queries_per_episode
 
     def build_worlds(self, seed: int) -> dict:
+        """``{"structured": world, "control": world}``: two ``SemanticWorld``\ s from ``seed`` with
+        the same tree and test selection; the control's objects are random."""
         return {"structured": SemanticWorld(self, seed, True), "control": SemanticWorld(self, seed, False)}
 
 
@@ -184,6 +199,7 @@ class SemanticWorld:
         return Query(kind, fact, phrasing, tuple(premises), others, pool)
 
     def true_objects(self, x: str, rel: str) -> set:
+        """Every true ``y`` of "x rel y" in this world's tree (``Hierarchy.true_objects``), cached."""
         if (x, rel) not in self._truth:
             self._truth[x, rel] = self.tree.true_objects(x, rel)
         return self._truth[x, rel]
@@ -219,6 +235,8 @@ class SemanticWorld:
         return Example(tokens=tokens, scored=scored, kind="document")
 
     def episode(self, rng) -> Example:
+        """A fresh training episode (``fresh_episode``) drawn from this world's word pools; it does
+        not use the world's own facts."""
         return fresh_episode(rng, self.category_pool, self.property_pool, self.task.queries_per_episode,
                              self.task.max_context_facts)
 
@@ -265,6 +283,8 @@ class SemanticWorld:
         return [(found[i], 0) for i in rng.permutation(len(found))]
 
     def query_example(self, query: Query, context, candidates) -> Example:
+        """``<bos>``, the ``(fact, phrasing)`` context sentences, the query's prompt, then its
+        answer: scored at the answer position, ranked among ``candidates``."""
         tokens = [BOS] + [t for f, p in context for t in f.tokens(p)] + list(query.fact.prompt(query.phrasing))
         return Example(tokens=tokens + [query.fact.y], scored=[len(tokens)], answer_pos=len(tokens),
                        candidates=candidates, answer=query.fact.y, kind=query.kind)
@@ -289,6 +309,8 @@ class SemanticWorld:
 
 
 def show(n: int, seed: int = 0) -> None:
+    """Print ``n`` examples of each kind (episodes, training sentences per world, and per split a
+    query in weights / in context / with retrieval) of the default task's worlds."""
     task = SemanticTask()
     worlds = task.build_worlds(seed)
     rng = np.random.default_rng(seed)
