@@ -101,7 +101,7 @@ class SemanticTask:
         return 1 + context + 5 * self.queries_per_episode
 
     def build_worlds(self, seed: int) -> dict:
-        """``{"structured": world, "control": world}``: two ``SemanticWorld``\ s from ``seed`` with
+        """``{"structured": world, "control": world}``: two ``SemanticWorld`` objects from ``seed`` with
         the same tree and test selection; the control's objects are random."""
         return {"structured": SemanticWorld(self, seed, True), "control": SemanticWorld(self, seed, False)}
 
