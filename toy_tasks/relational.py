@@ -41,6 +41,9 @@ NEW_FACT_LAYOUTS = ("chains", "random")
 
 @dataclass
 class RelationalTask:
+    """The relational corpus's settings (Lampinen et al. 2025; Berglund et al. 2023); every field
+    is a ``--set`` key (docs/config.md)."""
+
     n_entities: int = 550  # entity words in the vocab (fixed world + chain forest + held-out)
     n_fixed_entities: int = 100  # the phase-1 world; the rest are held out for new facts
     n_fixed_facts: int = 100  # relation facts of the fixed world (trained both directions in phase 1)
@@ -83,6 +86,9 @@ class RelationalTask:
     facts_sha256: str = ""  # content hash of facts_file, pinned when a run is created
 
     def validate(self):
+        """Returns ``self``; raises ``ValueError`` for the first bad setting (unknown split or
+        layout, too few fixed/chain/held-out entities for the facts asked, fractions out of range,
+        …) and for a ``facts_file`` that fails ``user_facts``' checks."""
         wanted = self.split_list()
         if not wanted or any(s not in SPLITS for s in wanted):
             raise ValueError(f"splits must be a comma list drawn from {SPLITS} (got {self.splits!r})")
@@ -148,15 +154,20 @@ class RelationalTask:
         return builtin + ([r for pair in user.pairs for r in pair if pair[0] not in builtin] if user else [])
 
     def vocab_tokens(self) -> list[str]:
+        """``<bos> . ? all no are``, the relation words (``relations()``), the generated entity
+        names, then the words of ``facts_file`` (if any). Reads and checks the file."""
         user = self.user_facts()
         return ([BOS, END, ASK, ALL, NO, ARE] + self.relations(user) + entity_names(self.n_entities)
                 + (list(user.entities) if user else []))
 
     def max_seq_len(self) -> int:
+        """An upper bound on sequence length in tokens: ``<bos>``, a context of up to
+        max_facts + 2 + n_distractors + 6 five-token sentences, and six tokens per query."""
         context = 5 * (self.max_facts + 2 + self.n_distractors + 6)  # retrieval adds a few sentences
         return 1 + context + 6 * self.queries_per_episode
 
     def split_list(self) -> list[str]:
+        """``splits`` as a list, e.g. "reversal,syllogism" → ["reversal", "syllogism"] (blanks dropped)."""
         return [s.strip() for s in self.splits.split(",") if s.strip()]
 
     def build_world(self, rng: np.random.Generator) -> "World":
@@ -274,6 +285,10 @@ class World:
 
     def query_example(self, query: Query, context: list[Fact], candidates: list[str],
                       prompt: tuple | None = None) -> Example:
+        """``<bos>``, then either the ``context`` facts, the marker ``?`` and the prompt, or with no
+        context the bare prompt (as documents were trained); then the answer, the one scored
+        position, ranked among ``candidates``. ``prompt`` replaces ``query.prompt`` (the
+        direction test's contrast)."""
         prompt = prompt or query.prompt
         # the marker separates a context from its question; with no context the query is a bare
         # sentence start, exactly as the in-weights documents were trained
@@ -316,6 +331,8 @@ class World:
 
 
 def show(n: int, seed: int = 0, facts_file: str = "") -> None:
+    """Print ``n`` episodes, ``n`` fixed-world documents and, per query kind, ``n`` queries in
+    weights / in context / with retrieval. Raises ``ValueError`` for an invalid ``facts_file``."""
     task = RelationalTask(facts_file=facts_file).validate()
     rng = np.random.default_rng(seed)
     world = task.build_world(rng)

@@ -35,16 +35,21 @@ INVERSE = {a: b for a, b in RELATION_PAIRS} | {b: a for a, b in RELATION_PAIRS}
 
 
 def sentence(x: str, rel: str, y: str) -> list[str]:
+    """One fact as tokens: ``all x are y .`` / ``no x are y .`` for a premise, else ``x rel y .``."""
     return [ALL, x, ARE, y, END] if rel == ALL else [NO, x, ARE, y, END] if rel == NO else [x, rel, y, END]
 
 
 @dataclass(frozen=True)
 class Fact:
+    """One fact "x rel y": a relation fact, or a premise when ``rel`` is "all" / "no"; frozen,
+    so hashable."""
+
     x: str
     rel: str  # a relation word, or "all" / "no" for premises
     y: str
 
     def tokens(self) -> list[str]:
+        """The fact's sentence (``sentence``), ending with "."."""
         return sentence(self.x, self.rel, self.y)
 
     def reversed(self, inverse: dict | None = None) -> "Fact":
