@@ -3,13 +3,15 @@ contract they follow (and a user's own experiment follows) is ``minitf.experimen
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.bursty import BurstyExperiment
 from minitf.experiments.headline import HeadlineExperiment, ReversalExperiment, SyllogismExperiment
+from minitf.experiments.icl_gd import ICLGDExperiment
 from minitf.experiments.induction import InductionExperiment
 from minitf.experiments.regression import RegressionExperiment
 from minitf.experiments.semantic import SemanticExperiment
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     HeadlineExperiment(), ReversalExperiment(), SyllogismExperiment(), InductionExperiment(),
-    BurstyExperiment(), SemanticExperiment(), RegressionExperiment())}
+    BurstyExperiment(), SemanticExperiment(), RegressionExperiment(),
+    ICLGDExperiment())}
 DEFAULT_EXPERIMENT = "headline"
 
 __all__ = ["EXPERIMENTS", "DEFAULT_EXPERIMENT", "Experiment", "RunContext"]
