@@ -62,7 +62,8 @@ def plot_loss(run_dir: str, marks: dict[str, int] | None = None, filename: str =
     for phase in phases:
         pr = [r for r in rows if r["phase"] == phase]
         begin = ends.get((parents or {}).get(phase), start)
-        ax.plot([begin + r["step"] for r in pr], [r["loss"] for r in pr], label=phase)
+        ax.plot([begin + r["step"] for r in pr], [r["loss"] for r in pr], label=phase,
+                marker="o" if len(pr) < 3 else None)  # a phase with one logged step is a dot, not nothing
         ends[phase] = start = begin + max(r["step"] for r in pr)
     for label, step in (marks or {}).items():
         if step is not None:
@@ -92,7 +93,9 @@ def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") 
         chance = next(results[c][s]["chance"] for c in conditions if s in results[c])
         ax.hlines(chance, j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dotted")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits, rotation=20)
-    ax.set_ylabel("accuracy (dotted: chance)")
+    ax.set_ylabel("accuracy (bars: 95% Wilson intervals; dotted: chance)", fontsize=8)
+    ax.set_xlabel("split (_top1: argmax over every candidate word; _direction: p(answer | r⁻¹) > p(answer | r))",
+                  fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=3)
