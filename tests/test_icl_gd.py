@@ -1,5 +1,6 @@
 """icl_gd's measurement: a hand-built linear self-attention layer that IS one GD step scores
 pred_rel_diff 0 and sensitivity cosine 1 (von Oswald et al. 2023's construction)."""
+import dataclasses
 import math
 
 import numpy as np
@@ -13,8 +14,7 @@ from minitf.model import Transformer
 
 def gd_layer(d: int, k: int, lr: float) -> Transformer:
     exp = ICLGDExperiment()
-    cfg = exp.default_model(exp.default_task())
-    assert cfg.d_model == d + 1
+    cfg = dataclasses.replace(exp.default_model(exp.default_task()), d_model=d + 1, n_heads=1, d_head=d + 1)
     model = Transformer(cfg)
     n = d + 1
     px, py = torch.diag(torch.tensor([1.0] * d + [0.0])), torch.diag(torch.tensor([0.0] * d + [1.0]))
