@@ -46,3 +46,14 @@ def test_concat_layout_hides_the_query_label():
     assert batch.mask.sum() == 3 and batch.mask[:, -1].eq(1).all()
     torch.testing.assert_close(batch.targets[:, -1], torch.from_numpy(b["ys"][:, -1]).float())
     assert pytest.approx(0.0) == float(batch.targets[:, :-1].abs().sum())
+
+
+def test_depth_sweep_settings():
+    from minitf.experiments.icl_gd import ICLGDSettings, spd
+
+    assert ICLGDSettings(depth_sweep="1, 2,4").validate().depths() == [1, 2, 4]
+    assert ICLGDSettings().depths() == []
+    for bad in ("1,x", "0,1", "2,2"):
+        with pytest.raises(ValueError, match="depth_sweep"):
+            ICLGDSettings(depth_sweep=bad).validate()
+    assert spd(np.array([1.0, 3.0]), np.array([0.0, 0.0]), d=5) == pytest.approx(1.0)

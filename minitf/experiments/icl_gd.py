@@ -10,9 +10,13 @@ The report compares it on ``eval_prompts`` fresh prompts with one GD step whose 
 fitted in closed form (``minitf.baselines.fit_gd_step_size``) on 10,000 fresh prompts:
 ``gd_equivalence = {"pred_rel_diff": ‖p_model − p_gd‖ / ‖p_gd‖ (relative L2 over prompts),
 "sensitivity_cosine": mean over prompts of cos(∂p_model/∂x_q, ŵ_gd)}`` (``ŵ_gd`` is GD's
-∂p/∂x_q), plus every learner's error/d at k = 10. Targets (issue #22): cosine ≥ 0.99 and
+∂p/∂x_q), plus every learner's error/d at k = 10. ``--set depth_sweep=1,2,3,4`` also trains
+softmax transformers of those depths (``depth_model_config``; phases ``depth<L>``) and reports
+``depth_sweep[L] = {"spd_gd", "spd_least_squares", "err", "nearer_to"}`` (Akyürek et al. 2023's
+squared prediction difference, per d). Targets (issue #22): cosine ≥ 0.99 and
 prediction difference ≤ 5%. Sources: von Oswald et al. 2023; Akyürek et al. 2023.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +26,7 @@ from minitf import baselines
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch, Vocab
 from minitf.experiments.base import Experiment, RunContext
+from minitf.model import Transformer
 from minitf.report import format_table
 from toy_tasks.regression import RegressionTask
 
@@ -31,11 +36,37 @@ GD_FIT_PROMPTS = 10_000
 @dataclass
 class ICLGDSettings:
     eval_prompts: int = 1000  # fresh prompts for gd_equivalence and the errors
+    depth_sweep: str = ""  # e.g. "1,2,3,4": also train softmax transformers of these depths (Akyürek)
+    depth_steps: int = 2000  # training steps of each depth_sweep model
+
+    def depths(self) -> list[int]:
+        return [int(x) for x in self.depth_sweep.split(",") if x.strip()]
 
     def validate(self):
         if self.eval_prompts < 2:
             raise ValueError(f"eval_prompts must be >= 2 (got {self.eval_prompts})")
+        try:
+            depths = self.depths()
+        except ValueError:
+            raise ValueError(f"depth_sweep must be comma-separated layer counts like 1,2,3,4 "
+                             f"(got {self.depth_sweep!r})") from None
+        if any(n < 1 for n in depths) or len(set(depths)) != len(depths):
+            raise ValueError(f"depth_sweep needs distinct layer counts >= 1 (got {self.depth_sweep!r})")
+        if self.depth_steps < 1:
+            raise ValueError(f"depth_steps must be >= 1 (got {self.depth_steps})")
         return self
+
+
+def depth_model_config(task, n_layers: int) -> ModelConfig:
+    """The depth sweep's softmax transformer: pre-LN, d_model 64, 4 heads, GELU MLP 256."""
+    d = task.d + 1
+    return ModelConfig(n_layers=n_layers, d_model=64, n_heads=4, d_head=16, d_mlp=256, vocab_size=1,
+                       n_ctx=task.prompt_len, positional="none", d_input=d, init_std=0.05)
+
+
+def spd(p: np.ndarray, q: np.ndarray, d: int) -> float:
+    """Akyürek et al. 2023's squared prediction difference, mean over prompts, divided by d."""
+    return float(np.mean((p - q) ** 2) / d)
 
 
 def concat_tokens(xs: np.ndarray, ys: np.ndarray) -> torch.Tensor:
@@ -125,8 +156,31 @@ class ICLGDExperiment(Experiment):
                  "averaging": baselines.averaging(xs[:, :k], ys[:, :k], xs[:, k])}
         errors = {name: baselines.curve_from_squared_errors(((p - ys[:, k]) ** 2)[:, None], d)[0]
                   for name, p in preds.items()}
-        return {"gd_equivalence": gd_equivalence(model, batch, lr), "errors_at_k": errors, "k": k, "d": d,
-                "eval_prompts": ctx.config.eval_prompts}
+        report = {"gd_equivalence": gd_equivalence(model, batch, lr), "errors_at_k": errors, "k": k, "d": d,
+                  "eval_prompts": ctx.config.eval_prompts}
+        if ctx.config.depths():
+            report["depth_sweep"] = self.depth_sweep(ctx, sample, batch, preds)
+        return report
+
+    def depth_sweep(self, ctx: RunContext, sample, batch: dict, preds: dict) -> dict:
+        """Per depth: SPD to one GD step and to least squares, and error/d, at the query."""
+        task, k, d = ctx.task, ctx.task.prompt_len - 1, ctx.task.d
+        train_cfg = dataclasses.replace(ctx.train_cfg, steps=ctx.config.depth_steps, batch_size=256, lr=2e-3,
+                                        checkpoint_every=ctx.config.depth_steps)
+        out = {}
+        for n_layers in ctx.config.depths():
+            torch.manual_seed(ctx.train_cfg.seed)
+            model = Transformer(depth_model_config(task, n_layers)).to(ctx.train_cfg.device)
+            ctx.train(model, sample, phase=f"depth{n_layers}", train_cfg=train_cfg)
+            model.eval()
+            with torch.no_grad():
+                p = model(concat_tokens(batch["xs"], batch["ys"]).to(ctx.train_cfg.device))[:, -1, 0]
+            p = p.double().cpu().numpy()
+            out[n_layers] = {"spd_gd": spd(p, preds["gd_one_step"], d), "spd_least_squares": spd(p, preds["least_squares"], d),
+                             "err": spd(p, batch["ys"][:, k], d)}
+            out[n_layers]["nearer_to"] = ("gd_one_step" if out[n_layers]["spd_gd"] < out[n_layers]["spd_least_squares"]
+                                          else "least_squares")
+        return out
 
     def summary(self, report: dict) -> str:
         g = report["gd_equivalence"]
@@ -134,4 +188,8 @@ class ICLGDExperiment(Experiment):
         return "\n".join([format_table(["learner", f"error/d at k={report['k']}", "95% CI"], rows,
                                        title=f"icl_gd — {report['architecture']}"),
                           f"vs one GD step (η = {g['gd_step_size']:.3f}): prediction rel. diff {g['pred_rel_diff']:.3f} "
-                          f"(target ≤ 0.05), sensitivity cosine {g['sensitivity_cosine']:.4f} (target ≥ 0.99)"])
+                          f"(target ≤ 0.05), sensitivity cosine {g['sensitivity_cosine']:.4f} (target ≥ 0.99)"]
+                         + ([format_table(["softmax layers", "SPD to GD", "SPD to least squares", "error/d", "nearer to"],
+                                          [[n, r["spd_gd"], r["spd_least_squares"], r["err"], r["nearer_to"]]
+                                           for n, r in report["depth_sweep"].items()], title="depth sweep (per d)")]
+                            if report.get("depth_sweep") else []))
