@@ -18,6 +18,7 @@ STEPS = ["environment", "kernel tests (cpu)", "attention benchmark", "train.py h
 
 def run_check(out, **env):
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "MINITF_KERNEL_DEVICE")} | env
+    env.setdefault("PYTHON", sys.executable)  # the interpreter running the tests, venv activated or not
     return subprocess.run(["bash", SCRIPT, "--dry-run"], capture_output=True, text=True, timeout=400, cwd=ROOT,
                           env={**env, "OUT": str(out)})
 
