@@ -32,6 +32,7 @@ def field_comments(cls) -> dict[str, str]:
 
 
 def table(cls) -> list[str]:
+    """Markdown rows: key, type, default and meaning of each field of the dataclass ``cls``."""
     comments = field_comments(cls)
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
@@ -42,6 +43,8 @@ def table(cls) -> list[str]:
 
 
 def render() -> str:
+    """The whole of docs/config.md: the model and train configs, then each experiment's task and
+    experiment configs (a class shared by several experiments is listed once)."""
     from minitf.experiments import EXPERIMENTS
 
     out = ["# Configuration keys", "",

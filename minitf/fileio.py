@@ -28,6 +28,8 @@ _MODE = _file_mode()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, os.replace),
+    with the ordinary new-file permissions (0666 minus the umask)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
@@ -55,6 +57,7 @@ def _maybe_die(f, data: bytes) -> None:
 
 
 def atomic_write_json(path, data) -> None:
+    """``data`` as indented, key-sorted JSON, written atomically."""
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 

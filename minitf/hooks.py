@@ -35,12 +35,14 @@ class HookPoint(nn.Module):
 
 
 def name_hook_points(model: nn.Module) -> None:
+    """Give every HookPoint of ``model`` its dotted module path as ``name`` (done once, by the model)."""
     for name, module in model.named_modules():
         if isinstance(module, HookPoint):
             module.name = name
 
 
 def hook_points(model: nn.Module) -> dict[str, HookPoint]:
+    """``{name: HookPoint}`` of every hook point that exists (and so fires) in this model."""
     return {m.name: m for m in model.modules() if isinstance(m, HookPoint)}
 
 

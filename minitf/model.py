@@ -65,6 +65,13 @@ def rotary(x, base: float = 10000.0):
 
 
 class Attention(nn.Module):
+    """Multi-head causal self-attention: (batch, pos, d_model) → (batch, pos, d_model).
+
+    Hooks: hook_q / hook_k / hook_v (batch, pos, head, d_head), hook_pattern (batch, head,
+    query, key), hook_z (batch, pos, head, d_head). The backend is ``cfg.attn_impl`` (see
+    ``minitf.attention``) unless ``Transformer.use_attention`` overrides it.
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -123,6 +130,9 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
+    """GELU MLP: (batch, pos, d_model) → (batch, pos, d_model); hook_pre / hook_post are
+    (batch, pos, d_mlp), before and after the GELU."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.fc_in = nn.Linear(cfg.d_model, cfg.d_mlp)
@@ -134,6 +144,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """One pre-LN block (conv, attention, MLP, each added to the residual stream), hooks named
+    as in TransformerLens: hook_resid_pre / hook_resid_mid / hook_resid_post and hook_attn_out
+    (batch, pos, d_model); hook_conv_out and hook_mlp_out only where a conv / an MLP exists."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.hook_resid_pre = HookPoint()
@@ -161,6 +175,14 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    """The whole model: ``Transformer(cfg)(tokens)`` → logits (batch, seq, vocab_size), or for a
+    vector model (``cfg.d_input > 0``) inputs (batch, seq, d_input) → (batch, seq, 1).
+
+    Weights are initialised N(0, init_std²), biases 0. ``vocab`` (None until attached, e.g. by
+    ``minitf.load``) enables ``to_tokens`` / ``to_string``. Raises ``ConfigError`` for an
+    invalid config and ``InputError`` for bad inputs (see ``check_tokens``).
+    """
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg.validate()
@@ -341,4 +363,5 @@ class Transformer(nn.Module):
         return tokens
 
     def num_params(self) -> int:
+        """Number of parameters (tied embeddings counted once)."""
         return sum(p.numel() for p in self.parameters())
