@@ -74,9 +74,14 @@ def plot_loss(run_dir: str, marks: dict[str, int] | None = None, filename: str =
     ax.set_title(os.path.basename(os.path.normpath(run_dir)), fontsize=9)
     if len(phases) > 1:
         ax.legend(fontsize=8)
+    return save_figure(fig, run_dir, filename)
+
+
+def save_figure(fig, folder: str, filename: str, dpi: int = 100) -> str:
+    """Lay out ``fig``, write it to ``folder/filename`` and close it; returns the path."""
     fig.tight_layout()
-    path = os.path.join(run_dir, filename)
-    fig.savefig(path, dpi=100)
+    path = os.path.join(folder, filename)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 

@@ -1,7 +1,7 @@
 """The regression experiment's pictures: error/d curves over k, and the learning curve."""
 import os
 
-from minitf.report import plt
+from minitf.report import plt, save_figure
 
 STYLES = {"model": dict(color="black", linewidth=2.2), "least_squares": dict(color="tab:blue"),
           "ridge": dict(color="tab:cyan", linestyle=":"), "knn": dict(color="tab:green"),
@@ -27,11 +27,7 @@ def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str
     ax.set_title(f"in-context regression, d={report['d']}, {report['eval_prompts']} fresh prompts "
                  f"(curriculum={report['curriculum']})", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(run_dir, filename)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir, filename)
 
 
 def plot_learning(run_dir: str, report: dict, filename: str = "learning.png", others: dict | None = None) -> str:
@@ -45,11 +41,7 @@ def plot_learning(run_dir: str, report: dict, filename: str = "learning.png", ot
     ax.set_ylabel(f"squared error / d at k = {report['n_points'] - 1}")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(run_dir, filename)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir, filename)
 
 
 def compare_learning(run_dirs: list[str], out: str) -> str:
