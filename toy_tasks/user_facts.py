@@ -166,21 +166,21 @@ def _read_inverses(inverses: dict, problems: _Problems, reserved) -> tuple[dict,
         where = f'inverses["{key}"]'
         words = [key] + ([val] if isinstance(val, str) and val else [])
         bad = [p for p in (_word_problem(w, reserved) for w in words) if p]
-        if bad:
-            pass
-        elif len(words) == 1:
-            bad = [f'"{key}" has no inverse (got {_show(val)}): give its inverse word, e.g. "parent_of": "child_of"']
-        elif key == val:
-            bad = [f'"{key}" is its own inverse: a symmetric relation has no reversal to test; drop it, or name '
-                   "its two directions with two words"]
-        elif key in INVERSE and INVERSE[key] != val or val in INVERSE and INVERSE[val] != key:
-            w, v = (key, val) if key in INVERSE and INVERSE[key] != val else (val, key)
-            bad = [f'"{w}" is a built-in relation whose inverse is "{INVERSE[w]}" (got "{v}"): pair it with '
-                   f'"{INVERSE[w]}" or use another word']
-        elif key in inverse and inverse[key] != val or val in inverse and inverse[val] != key:
-            w = key if key in inverse and inverse[key] != val else val
-            bad = [f'pairs "{key}" with "{val}" but another pair gives "{w}" the inverse "{inverse[w]}": a word '
-                   "has one inverse; remove one of the pairs"]
+        if not bad:  # a bad word is the one problem reported for this entry
+            if len(words) == 1:
+                bad = [f'"{key}" has no inverse (got {_show(val)}): give its inverse word, '
+                       'e.g. "parent_of": "child_of"']
+            elif key == val:
+                bad = [f'"{key}" is its own inverse: a symmetric relation has no reversal to test; drop it, or name '
+                       "its two directions with two words"]
+            elif key in INVERSE and INVERSE[key] != val or val in INVERSE and INVERSE[val] != key:
+                w, v = (key, val) if key in INVERSE and INVERSE[key] != val else (val, key)
+                bad = [f'"{w}" is a built-in relation whose inverse is "{INVERSE[w]}" (got "{v}"): pair it with '
+                       f'"{INVERSE[w]}" or use another word']
+            elif key in inverse and inverse[key] != val or val in inverse and inverse[val] != key:
+                w = key if key in inverse and inverse[key] != val else val
+                bad = [f'pairs "{key}" with "{val}" but another pair gives "{w}" the inverse "{inverse[w]}": a word '
+                       "has one inverse; remove one of the pairs"]
         for p in bad:
             problems.add(where, p)
         if bad:
@@ -277,16 +277,15 @@ def _read_categories(entries: list, relation_words: set, problems: _Problems, re
         bad += [f'category "{w}" is also a relation word: rename it' for w in (x, y)
                 if isinstance(w, str) and w in relation_words]
         key = (q, x, y) if q == ALL else (q, frozenset((x, y)))
-        if bad:
-            pass
-        elif x == y:
-            bad = [f'"{q} {x} are {y}" relates a category to itself: use two categories']
-        elif key in seen:
-            same = "duplicates" if seen[key][1] == (x, y) else '"no" is symmetric: says the same as'
-            bad = [f"{same} categories[{seen[key][0]}]: keep one"]
-        elif q == ALL and x in _up(y, parents):
-            bad = [f'"all {x} are {y}" closes a cycle ("{y}" is already a "{x}"): categories form a hierarchy; '
-                   "remove one premise of the cycle"]
+        if not bad:  # a bad word is the one problem reported for this entry
+            if x == y:
+                bad = [f'"{q} {x} are {y}" relates a category to itself: use two categories']
+            elif key in seen:
+                same = "duplicates" if seen[key][1] == (x, y) else '"no" is symmetric: says the same as'
+                bad = [f"{same} categories[{seen[key][0]}]: keep one"]
+            elif q == ALL and x in _up(y, parents):
+                bad = [f'"all {x} are {y}" closes a cycle ("{y}" is already a "{x}"): categories form a hierarchy; '
+                       "remove one premise of the cycle"]
         for p in bad:
             problems.add(where, p)
         if not bad:
