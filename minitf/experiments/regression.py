@@ -16,8 +16,19 @@ dimensions grow from ``curriculum_start`` to d in equal stages over the first
 ``curriculum_frac`` of the steps (inactive x coordinates are 0); evaluation always uses all d.
 ``steps_to_threshold`` is the first evaluation step whose error/d at the last k is
 ≤ ``threshold`` (compare a ``curriculum=none`` run of the same seed and steps).
-Sources: Garg et al. 2022; von Oswald et al. 2023 (``attention=linear``); Akyürek et al. 2023.
+
+Out-of-distribution prompts (Garg et al. 2022 §4): a model trained on Gaussian x's is also
+read on the shifts of ``OOD_SHIFTS`` (scaled x, a skewed covariance, context in one orthant),
+``ood[shift][name][k]`` beside least squares and averaging on the same prompts.
+
+Task diversity (Raventós et al. 2023), ``--set n_tasks=M``: pretraining draws w from a fixed
+pool of M vectors; ``task_diversity`` reads the model at the last k on pool tasks and on new
+tasks (fresh w ~ N(0, I)) next to ridge and the pool's Bayes estimator (dMMSE), and
+``--sweep`` runs the pool sizes of ``sweep_grid``.
+Sources: Garg et al. 2022; von Oswald et al. 2023 (``attention=linear``); Akyürek et al. 2023;
+Raventós et al. 2023.
 """
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +45,13 @@ CURRICULA = ("none", "dims")
 BASELINES = ("least_squares", "ridge", "knn", "averaging", "gd_one_step")
 GD_FIT_PROMPTS = 10_000  # prompts (fresh, training distribution) to fit the GD step size per k
 TRAIN_EVAL_PROMPTS = 256  # prompts of the cheap evaluation every eval_every steps
+# Garg et al. 2022's out-of-distribution prompts, as RegressionTask settings (w unchanged)
+OOD_SHIFTS = {"x_scale_0.5": dict(x_distribution="scaled", x_scale=0.5),
+              "x_scale_2": dict(x_distribution="scaled", x_scale=2.0),
+              "skewed": dict(x_distribution="skewed"),
+              "orthant": dict(x_distribution="orthant"),
+              "orthant_opposite": dict(x_distribution="orthant", orthant_query="opposite")}
+OOD_BASELINES = ("least_squares", "ridge", "averaging")
 
 
 @dataclass
@@ -43,6 +61,7 @@ class RegressionSettings:
     curriculum_frac: float = 0.3  # fraction of the steps over which they grow to d
     eval_prompts: int = 1000  # fresh prompts for the final curves
     threshold: float = 0.2  # error/d at the last k that defines steps_to_threshold
+    ood_eval: bool = True  # also read a Gaussian-trained model on OOD_SHIFTS' prompts (Garg §4)
 
     def validate(self):
         if self.curriculum not in CURRICULA:
@@ -138,6 +157,8 @@ class RegressionExperiment(Experiment):
     task_cls = RegressionTask
     config_cls = RegressionSettings
     artifacts = ("curves.png", "learning.png")
+    # --sweep: Raventós et al.'s task-diversity axis, pool sizes M (0 = a fresh w per prompt)
+    sweep_grid = {"n_tasks": (1, 4, 16, 64, 256, 1024, 0)}
 
     def default_model(self, task) -> ModelConfig:
         # init_std 0.05 (not the token models' 0.02): with 0.02, lr 1e-3 and clipping at 1 the
@@ -187,7 +208,8 @@ class RegressionExperiment(Experiment):
         hit = next((s for s, e in learning if e <= cfg.threshold), None)
         return {"curves": curves, "d": d, "n_points": task.prompt_len, "eval_prompts": cfg.eval_prompts,
                 "gd_step_sizes": gd_steps, "curriculum": cfg.curriculum, "learning_curve": learning,
-                "steps_to_threshold": hit, "threshold": cfg.threshold, "targets": targets(curves, d, last)}
+                "steps_to_threshold": hit, "threshold": cfg.threshold, "targets": targets(curves, d, last),
+                **ood_curves(ctx, model, gd_steps), **task_diversity(ctx, model, batch)}
 
     def summary(self, report: dict) -> str:
         curves = report["curves"]
@@ -208,6 +230,53 @@ class RegressionExperiment(Experiment):
 
         plot_curves(run_dir, report)
         plot_learning(run_dir, report)
+
+    def sweep_plot(self, out: str, grid: list[dict]) -> None:
+        from minitf.experiments.regression_plots import plot_task_diversity
+
+        plot_task_diversity(out)
+
+
+def ood_curves(ctx: RunContext, model, gd_steps) -> dict:
+    """``{"ood": {shift: {name: curve}}}`` for a Gaussian-trained model (empty otherwise):
+    the model, least squares, ridge and averaging on ``eval_prompts`` prompts of each shift."""
+    task, cfg = ctx.task, ctx.config
+    if not cfg.ood_eval or task.x_distribution != "gaussian":
+        return {}
+    out = {}
+    for i, (shift, knobs) in enumerate(OOD_SHIFTS.items()):
+        shifted = dataclasses.replace(task, **knobs).validate()
+        b = shifted.sample(ctx.eval_rng(10 + i), cfg.eval_prompts)
+        sq = model_squared_errors(model, b, shifted.x_distribution == "orthant")
+        out[shift] = {"model": baselines.curve_from_squared_errors(sq, task.d)}
+        preds = baseline_predictors(shifted, gd_steps)
+        for name in OOD_BASELINES:
+            out[shift][name] = baselines.error_curve(preds[name], b["xs"], b["ys"], b["xs_query"], b["ys_query"])
+    return {"ood": out}
+
+
+def task_diversity(ctx: RunContext, model, pool_batch: dict) -> dict:
+    """``{"task_diversity": …}`` when pretraining used a pool of M tasks (empty otherwise):
+    error/d at the last k (with 95% intervals) of the model, ridge (λ = σ²) and dMMSE on pool
+    tasks (``pool_batch``) and on new tasks (fresh w ~ N(0, I), same x's and noise), and
+    ``new_over_ridge``, the model's error on new tasks over ridge's (Raventós et al. 2023)."""
+    task, cfg = ctx.task, ctx.config
+    if not task.n_tasks:
+        return {}
+    last = task.prompt_len - 1
+    new_batch = dataclasses.replace(task, n_tasks=0).sample(ctx.eval_rng(3), cfg.eval_prompts)
+    preds = baseline_predictors(task, [0.0] * task.prompt_len)
+    out = {"n_tasks": task.n_tasks, "k": last}
+    for where, b in (("pool", pool_batch), ("new", new_batch)):
+        out[where] = {"model": baselines.curve_from_squared_errors(model_squared_errors(model, b, False)[:, last:],
+                                                                    task.d)[0]}
+        for name in ("ridge", "dmmse"):
+            pred = preds[name](b["xs"][:, :last], b["ys"][:, :last], b["xs_query"][:, last])
+            out[where][name] = baselines.curve_from_squared_errors((pred - b["ys_query"][:, last])[:, None] ** 2,
+                                                                   task.d)[0]
+    ridge_new = out["new"]["ridge"]["err"]
+    out["new_over_ridge"] = out["new"]["model"]["err"] / ridge_new if ridge_new > 0 else None
+    return {"task_diversity": out}
 
 
 def targets(curves: dict, d: int, last: int) -> dict:

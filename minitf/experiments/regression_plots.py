@@ -57,3 +57,58 @@ def compare_learning(run_dirs: list[str], out: str) -> str:
     others = {f"curriculum={r['curriculum']} (seed {r['seed']})": r["learning_curve"] for r in reports[1:]}
     first = {**first, "curriculum": f"{first['curriculum']} (seed {first['seed']})"}
     return plot_learning(os.path.dirname(out) or ".", first, os.path.basename(out), others)
+
+
+def task_diversity_rows(out: str) -> list[dict]:
+    """One row per finished regression run under ``out`` (a ``--sweep`` folder), sorted by pool
+    size M (0 = a fresh w per prompt, last): error/d at the last k of the model on pool and
+    new tasks, ridge and dMMSE on new tasks, and the model's new-task error over ridge's."""
+    import glob
+    import json
+
+    rows = []
+    for path in glob.glob(os.path.join(out, "**", "report.json"), recursive=True):
+        with open(path) as f:
+            r = json.load(f)
+        if r.get("experiment") != "regression" or "curves" not in r:
+            continue
+        if "task_diversity" in r:
+            t = r["task_diversity"]
+            rows.append({"n_tasks": t["n_tasks"], "model_pool": t["pool"]["model"]["err"],
+                         "model_new": t["new"]["model"]["err"], "ridge_new": t["new"]["ridge"]["err"],
+                         "dmmse_new": t["new"]["dmmse"]["err"], "new_over_ridge": t["new_over_ridge"],
+                         "run_dir": os.path.dirname(path)})
+        else:  # no pool: every prompt is a new task
+            last = str(r["n_points"] - 1)
+            model, ridge = r["curves"]["model"][last]["err"], r["curves"]["ridge"][last]["err"]
+            rows.append({"n_tasks": 0, "model_pool": None, "model_new": model, "ridge_new": ridge,
+                         "dmmse_new": None, "new_over_ridge": model / ridge if ridge > 0 else None,
+                         "run_dir": os.path.dirname(path)})
+    return sorted(rows, key=lambda row: (row["n_tasks"] == 0, row["n_tasks"]))
+
+
+def plot_task_diversity(out: str, filename: str = "task_diversity.png") -> str | None:
+    """Raventós et al. (2023)'s picture: error/d at the last k against the pool size M (log
+    axis; M = 0, a fresh task per prompt, drawn as ∞ at the right) for the model on pool and on
+    new tasks, ridge and dMMSE on new tasks. None when ``out`` holds no regression run."""
+    rows = task_diversity_rows(out)
+    if not rows:
+        return None
+    finite = [r["n_tasks"] for r in rows if r["n_tasks"]]
+    inf_x = max(finite) * 8 if finite else 1
+    xs = [r["n_tasks"] or inf_x for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, label, style in (("model_new", "model, new tasks", STYLES["model"]),
+                              ("model_pool", "model, pool tasks", dict(color="grey", linestyle="--")),
+                              ("ridge_new", "ridge, new tasks", STYLES["ridge"]),
+                              ("dmmse_new", "dMMSE (pool prior), new tasks", STYLES["dmmse"])):
+        pts = [(x, r[key]) for x, r in zip(xs, rows) if r[key] is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=4, label=label, **style)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks(xs, [str(r["n_tasks"]) if r["n_tasks"] else "∞" for r in rows])
+    ax.set_xlabel("pretraining tasks M (pool size)")
+    ax.set_ylabel("squared error / d at the last k")
+    ax.set_title("task diversity (Raventós et al. 2023)", fontsize=9)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out, filename)
