@@ -12,134 +12,17 @@ and a masked range (the diagonal block, or the partial last block); EVEN_N (leng
 both blocks) drops all bounds masks; fp16/bf16 tiles feed tensor cores with fp32 accumulators;
 block sizes are autotuned among configs that fit the GPU's shared memory.
 Runs compiled on CUDA, or on CPU in Triton's interpreter (TRITON_INTERPRET=1 before importing
-triton). What runs where: SUPPORTED_HEAD_DIMS, SUPPORTED_DTYPES, ``unsupported_reason``.
+triton). What runs where: ``kernels/limits.py``; tiles and autotuning: ``kernels/tuning.py``.
 """
-import functools
-import inspect
 import math
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-try:  # the knob that made @triton.jit build interpreted functions in this process
-    from triton import knobs as _knobs
-
-    INTERPRET = bool(_knobs.runtime.interpret)
-except ImportError:  # triton < 3.4
-    INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-
-# ---- limits: the one statement of what this backend supports ------------------------------
-SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)  # tl.arange needs a power of two; ≥ 16 for tl.dot
-SUPPORTED_DTYPES = {
-    "cuda": (torch.float16, torch.bfloat16, torch.float32),
-    # Triton's interpreter runs tiles through numpy, which has no bfloat16: it keeps bf16 as
-    # raw uint16 and tl.dot multiplies the integers (measured errors ~1e9). fp16 is computed
-    # in float32 by numpy's matmul and is correct; fp64 serves gradcheck.
-    "interpreter": (torch.float16, torch.float32, torch.float64),
-}
-
-
-def _names(dtypes):
-    return ", ".join(str(d).replace("torch.", "") for d in dtypes)
-
-
-def unsupported_reason(head_dim: int, dtype: torch.dtype, device_type: str, interpreter: bool) -> str | None:
-    """None if the kernel supports (head_dim, dtype) on ``device_type`` ("cuda", "cpu", ...) in
-    this execution mode (``interpreter``: TRITON_INTERPRET=1 was set before importing triton,
-    see ``INTERPRET``); otherwise a one-line reason that names the fix. Raises nothing."""
-    if device_type not in ("cuda", "cpu"):
-        return (f"device '{device_type}' cannot run the Triton kernel: it runs on cuda, or on cpu in "
-                f"Triton's interpreter; move the tensors to cuda or use attn_impl='sdpa'")
-    if device_type == "cpu" and not interpreter:
-        return ("on cpu the Triton kernel runs only in Triton's interpreter: set TRITON_INTERPRET=1 "
-                "before triton is imported (e.g. in the shell), or use cuda or attn_impl='sdpa'")
-    kind = "interpreter" if interpreter else "cuda"
-    allowed = SUPPORTED_DTYPES[kind]
-    if dtype not in allowed:
-        where = "in Triton's CPU interpreter" if interpreter else "on cuda"
-        why = (" (the interpreter has no bfloat16 arithmetic and would return wrong numbers)"
-               if interpreter and dtype == torch.bfloat16 else "")
-        return (f"dtype {dtype} is not supported {where}{why}; allowed: {_names(allowed)} — cast q, k, v "
-                f"to one of these (float32 is always safe) or use attn_impl='sdpa'")
-    if head_dim not in SUPPORTED_HEAD_DIMS:
-        return (f"head_dim {head_dim} is not supported; allowed: {SUPPORTED_HEAD_DIMS} — pick d_head from "
-                f"these (d_model = n_heads × d_head) or use attn_impl='sdpa'")
-    return None
-
-
-# ---- autotuning -------------------------------------------------------------------------------
-AUTOTUNE = os.environ.get("MINITF_FLASH_AUTOTUNE", "1") != "0"  # "0": first config that fits
-
-
-def _configs(tiles, interp):
-    """GPU configs (BLOCK_M queries, BLOCK_N keys, warps, stages) in order of preference; in the
-    interpreter one small config (it is slow per program, and num_warps/stages mean nothing)."""
-    if INTERPRET:
-        return [triton.Config({"BLOCK_M": interp[0], "BLOCK_N": interp[1]}, num_warps=1, num_stages=1)]
-    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in tiles]
-
-
-# fwd and dq loop over key blocks inside a query block (BLOCK_M % BLOCK_N == 0); dkdv loops over
-# query blocks inside a key block (BLOCK_N % BLOCK_M == 0): the diagonal is whole inner blocks.
-GPU_TILES = {  # kernel: [(BLOCK_M, BLOCK_N, num_warps, num_stages), ...], preferred first; the
-    # last (small) serves fp32, and anything no other tile fits
-    "fwd": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 4), (64, 32, 4, 2)],
-    "dkdv": [(32, 128, 4, 3), (64, 64, 4, 3), (64, 128, 8, 2), (32, 64, 4, 1)],
-    "dq": [(128, 32, 4, 3), (64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 1)],
-}
-FWD_CONFIGS = _configs(GPU_TILES["fwd"], (32, 16))
-DKDV_CONFIGS = _configs(GPU_TILES["dkdv"], (16, 32))
-DQ_CONFIGS = _configs(GPU_TILES["dq"], (32, 16))
-
-
-def _smem_bytes(kernel, cfg, head_dim, elt):
-    """Shared memory bound: the resident tile(s), max(num_stages, 2) copies of the streamed tiles
-    (K, V for fwd/dq; Q, dO for dkdv) and two (BLOCK_M, BLOCK_N) scratch tiles. It was above what
-    Triton 3.9 allocated on sm_90 for every tile, dtype and head_dim 64/128 compiled ahead of time
-    (python bench/attention.py --compile-only 90), up to 3x above for fp16 forward: a big tile may
-    be pruned needlessly, but none kept that does not fit."""
-    m, n, s = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"], max(cfg.num_stages, 2)
-    resident, streamed = {"fwd": (m, 2 * n), "dq": (2 * m, 2 * n), "dkdv": (2 * n, 2 * m)}[kernel]
-    return elt * (head_dim * (resident + s * streamed) + 2 * m * n)
-
-
-def _shared_memory_limit():
-    return _shared_memory_of(torch.cuda.current_device())
-
-
-@functools.lru_cache(maxsize=None)
-def _shared_memory_of(device_index):
-    try:
-        return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
-    except Exception:  # unknown driver API: assume the smallest of recent GPUs (sm_86)
-        return 101376
-
-
-def _pruner(kernel):
-    """Keep the configs whose estimate fits the GPU's shared memory, else the last (smallest);
-    fp32 always takes the last: its exact products run on CUDA cores, where big tiles only add
-    registers and compile time (tens of seconds per variant). Only the first if AUTOTUNE is off."""
-    def prune(configs, named_args, **kwargs):
-        limit, elt = _shared_memory_limit(), named_args["Q"].element_size()
-        fits = [c for c in configs[:-1] if elt < 4 and _smem_bytes(kernel, c, kwargs["HEAD_DIM"], elt) <= limit]
-        fits = fits or configs[-1:]
-        return fits if AUTOTUNE else fits[:1]
-    return {"early_config_prune": prune}
-
-
-def _even(args):
-    return args["N_CTX"] % args["BLOCK_M"] == 0 and args["N_CTX"] % args["BLOCK_N"] == 0
-
-
-def _autotune(configs, kernel):
-    """triton.autotune keyed on length, head_dim, causality (it adds the dtypes), short timings
-    (each config is compiled and timed once per new key: compile time dominates tuning)."""
-    kwargs = dict(configs=configs, key=["N_CTX", "HEAD_DIM", "CAUSAL"], prune_configs_by=_pruner(kernel))
-    if "do_bench" in inspect.signature(triton.autotune).parameters:  # triton ≥ 3.2
-        kwargs["do_bench"] = lambda fn, quantiles: triton.testing.do_bench(fn, warmup=5, rep=20, quantiles=quantiles)
-    return triton.autotune(**kwargs)
+from kernels.limits import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, unsupported_reason  # noqa: F401 (re-exported)
+from kernels.tuning import (AUTOTUNE, DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, GPU_TILES, INTERPRET,  # noqa: F401
+                            _autotune, _even, _shared_memory_of, _smem_bytes)
 
 
 # ---- shared @triton.jit helpers ---------------------------------------------------------------

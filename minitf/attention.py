@@ -72,7 +72,7 @@ def backend_problem(impl: str, d_head: int, device: str | None = None, dtype=tor
     "cuda"; None: any device) and dtype — one line with the fix — or None if it can.
 
     "naive" and "sdpa" run everything; "triton"'s limits are the kernel's own
-    (``kernels.flash_attention.unsupported_reason``), stated once beside the kernel.
+    (``kernels.limits.unsupported_reason``), stated once beside the kernel.
     """
     if impl in ("naive", "sdpa", "auto"):
         return None
@@ -84,7 +84,7 @@ def backend_problem(impl: str, d_head: int, device: str | None = None, dtype=tor
     if device == "cpu" and not _interpreter():
         return ("attn_impl='triton' on CPU runs only in Triton's interpreter: set TRITON_INTERPRET=1 in "
                 "the environment before starting Python, or use attn_impl='sdpa' / 'auto'")
-    from kernels.flash_attention import unsupported_reason
+    from kernels.limits import unsupported_reason
 
     why = unsupported_reason(d_head, dtype, device or "cuda", device == "cpu" and _interpreter())
     if why is None and device is None:  # any device: the interpreter's limits apply on CPU only
