@@ -1,9 +1,13 @@
+import os
+
 import numpy as np
 import pytest
 
 from minitf.experiments import EXPERIMENTS
 from minitf.runs import run as run_experiment
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
+
+GOLDEN_FLIPPED = "<bos> c216.0 L3 c163.0 L24"  # the first flipped sequence of seed 0, as published
 
 
 def test_bursty_sequences_follow_the_knobs():
@@ -40,7 +44,7 @@ def test_evaluation_modes():
         for ex in task.evaluation(mode, rng, 20):
             assert ex.answer == ex.candidates[0] and ex.tokens[ex.answer_pos] == ex.answer
             items = set(ex.tokens[1::2])
-            if mode in ("icl", "unrelated"):
+            if mode in ("icl", "unseen_labels", "sul", "random_labels_holdout"):
                 assert not items & trained  # holdout items never have a fixed label
                 assert ex.answer in ex.tokens[:ex.answer_pos]  # the label is in context
             if mode == "iwl":
@@ -49,8 +53,32 @@ def test_evaluation_modes():
                 assert len(ex.candidates) == task.n_labels
             if mode == "flipped":
                 assert items <= trained and ex.answer != task.labels()[int(ex.tokens[-2][1:].split(".")[0]) % task.n_labels]
-            if mode == "unrelated":
+            if mode == "unseen_labels":
                 assert ex.answer.startswith("U")
+            if mode == "sul":  # labels are item tokens of trained classes (known tokens, another role)
+                assert set(ex.tokens[2::2]) <= trained and set(ex.candidates) <= trained
+            if mode in ("random_labels_trained", "true_labels_trained"):  # gold = the class's own label
+                assert items <= trained
+                assert ex.answer == task.labels()[int(ex.tokens[-2][1:].split(".")[0]) % task.n_labels]
+            if mode == "true_labels_trained":
+                assert all(lab == task.labels()[int(it[1:].split(".")[0]) % task.n_labels]
+                           for it, lab in zip(ex.tokens[1:-2:2], ex.tokens[2:-2:2]))
+            if mode.startswith("random_labels"):  # context labels from the two, not tied to the class
+                assert set(ex.tokens[2:-2:2]) <= set(ex.candidates)
+
+
+def test_random_labels_break_the_mapping_and_old_modes_keep_their_streams():
+    task = BurstyTask()
+    exs = task.evaluation("random_labels_holdout", np.random.default_rng(3), 300)
+    # a demonstration shows the gold label of its class half the time
+    shown = [lab == ex.answer for ex in exs for it, lab in zip(ex.tokens[1:-2:2], ex.tokens[2:-2:2])
+             if it == ex.tokens[-2]]
+    assert 0.4 < np.mean(shown) < 0.6
+    # the evaluation sequences that published numbers came from are drawn as before (golden)
+    first = task.evaluation("flipped", np.random.default_rng(0), 1)[0]
+    assert " ".join(first.tokens[:5]) == GOLDEN_FLIPPED
+    with pytest.raises(ValueError, match="unknown evaluation mode 'unrelated'"):
+        task.evaluation("unrelated", np.random.default_rng(0), 1)
 
 
 def test_invalid_bursty_config():
@@ -67,6 +95,19 @@ def test_bursty_run_reports_every_mode(tmp_path):
     assert report["results"]["iwl"]["chance"] == pytest.approx(1 / 32)
     assert set(report["ablation"]) >= {"heads", "icl_acc"}
     assert np.array(report["scores"]["prefix_matching"]).shape == (2, 4)
+    # the weights answer trained classes: random labels in context cost little (Min et al. 2022)
+    res = report["results"]
+    assert res["true_labels_trained"]["acc"] >= 0.9
+    assert res["true_labels_trained"]["acc"] - res["random_labels_trained"]["acc"] <= 0.1
+    assert res["flipped"]["follow_rate"] == res["flipped"]["acc"]
+    assert [p["step"] for p in report["follow_rate_curve"]] == [100, 200, 300]
+    from minitf.experiments.bursty import follow_rate_sweep
+    from minitf.experiments.bursty_plots import plot_follow_rate
+
+    rows = follow_rate_sweep(str(tmp_path))
+    assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "step": s} for s in (100, 200, 300)]
+    assert rows[-1]["follow_rate"] == res["flipped"]["acc"]
+    assert os.path.getsize(plot_follow_rate(str(tmp_path), rows)) > 1000
 
 
 def test_label_attention_scores_a_hand_set_induction_pattern():

@@ -24,7 +24,9 @@ import numpy as np
 from toy_tasks.example import Example
 
 BOS = "<bos>"
-EVAL_MODES = ("icl", "iwl", "flipped", "unrelated")
+# The order fixes each evaluation's random stream (its index salts the generator): append only.
+EVAL_MODES = ("icl", "iwl", "flipped", "unseen_labels",  # unseen_labels: called "unrelated" until 2026-11
+              "random_labels_trained", "random_labels_holdout", "sul", "true_labels_trained")
 
 
 @dataclass
@@ -65,15 +67,15 @@ class BurstyTask:
         """The label tokens ``L0 .. L{n_labels-1}``."""
         return [f"L{i}" for i in range(self.n_labels)]
 
-    def unrelated_labels(self) -> list[str]:
-        """Label tokens never used in training (Wei et al. 2023's semantically unrelated labels)."""
+    def unseen_labels(self) -> list[str]:
+        """Label tokens never used in training: their embeddings stay at their random init."""
         return [f"U{i}" for i in range(8)]
 
     def vocab_tokens(self) -> list[str]:
-        """``<bos>``, the labels, the 8 unrelated labels, then every item of the n_classes +
+        """``<bos>``, the labels, the 8 unseen labels, then every item of the n_classes +
         n_holdout classes."""
         items = [self.item(c, e) for c in range(self.n_classes + self.n_holdout) for e in range(self.exemplars)]
-        return [BOS] + self.labels() + self.unrelated_labels() + items
+        return [BOS] + self.labels() + self.unseen_labels() + items
 
     @property
     def seq_len(self) -> int:
@@ -123,7 +125,23 @@ class BurstyTask:
         return out
 
     def evaluation(self, mode: str, rng: np.random.Generator, n: int) -> list[Example]:
-        """Evaluation sequences; ``candidates`` are what is ranked (chance = 1/len)."""
+        """``n`` evaluation sequences of ``mode`` (one of ``EVAL_MODES``); each scores its query's
+        label, ranked among ``candidates`` (chance = 1/len). Raises ValueError for another mode.
+
+        * ``iwl``: the query's class is absent from the context; rank all labels (weights only).
+        * 2-way few-shot, two classes ``n_pairs/2`` times each in context:
+          ``icl`` holdout classes with arbitrary labels; ``flipped`` trained classes with their two
+          labels swapped, scored against the context's label, so acc is the rate of following the
+          context over the weights (Wei et al. 2023); ``unseen_labels`` holdout classes with label
+          tokens never seen in training; ``sul`` holdout classes labelled with *trained* tokens of
+          another role — item tokens of trained classes (Wei et al. 2023's semantically-unrelated
+          labels, made of tokens the model knows); ``random_labels_trained`` /
+          ``random_labels_holdout`` the two classes' gold labels (trained: their own; holdout:
+          arbitrary) but each demonstration shows one of the two labels at random, scored
+          against the gold label (Min et al. 2022); ``true_labels_trained`` trained classes with
+          their own labels in context, the reference for ``random_labels_trained``."""
+        if mode not in EVAL_MODES:
+            raise ValueError(f"unknown evaluation mode {mode!r}; one of {EVAL_MODES}")
         labels = self.labels()
         out = []
         for _ in range(n):
@@ -133,25 +151,40 @@ class BurstyTask:
                 ex = self._sequence(rng, [int(c) for c in pool[: self.n_pairs]], query,
                                     lambda c: labels[c % self.n_labels])
                 ex.candidates = [ex.answer] + [lab for lab in labels if lab != ex.answer]
-            else:  # 2-way few-shot: two classes, each n_pairs/2 times, arbitrary labels
-                if mode == "flipped":  # trained classes, their two labels swapped
-                    a, b = (int(c) for c in rng.choice(self.n_classes, 2, replace=False))
-                    while a % self.n_labels == b % self.n_labels:
-                        b = int(rng.integers(self.n_classes))
-                    names = {a: labels[b % self.n_labels], b: labels[a % self.n_labels]}
-                else:  # icl / unrelated: holdout classes never seen in training
-                    a, b = (self.n_classes + int(c) for c in rng.choice(self.n_holdout, 2, replace=False))
-                    pool = labels if mode == "icl" else self.unrelated_labels()
-                    la, lb = rng.choice(len(pool), 2, replace=False)
-                    names = {a: pool[la], b: pool[lb]}
-                classes = [a, b] * (self.n_pairs // 2)
-                classes = [classes[i] for i in rng.permutation(len(classes))]
-                query = a if rng.random() < 0.5 else b
-                ex = self._sequence(rng, classes, query, names.__getitem__)
-                ex.candidates = [names[query], names[b if query == a else a]]
+            else:
+                ex = self._two_way(mode, rng)
             ex.scored, ex.kind = [ex.answer_pos], mode
             out.append(ex)
         return out
+
+    def _two_way(self, mode: str, rng: np.random.Generator) -> Example:
+        labels = self.labels()
+        if mode in ("flipped", "random_labels_trained", "true_labels_trained"):  # trained classes
+            a, b = (int(c) for c in rng.choice(self.n_classes, 2, replace=False))
+            while a % self.n_labels == b % self.n_labels:
+                b = int(rng.integers(self.n_classes))
+            gold = {a: labels[a % self.n_labels], b: labels[b % self.n_labels]}
+            shown = {a: gold[b], b: gold[a]} if mode == "flipped" else gold
+        else:  # holdout classes never seen in training with a fixed label
+            a, b = (self.n_classes + int(c) for c in rng.choice(self.n_holdout, 2, replace=False))
+            pool = {"unseen_labels": self.unseen_labels(),
+                    "sul": [self.item(c, 0) for c in range(self.n_classes)]}.get(mode, labels)
+            la, lb = rng.choice(len(pool), 2, replace=False)
+            gold = shown = {a: pool[la], b: pool[lb]}
+        classes = [a, b] * (self.n_pairs // 2)
+        classes = [classes[i] for i in rng.permutation(len(classes))]
+        query = a if rng.random() < 0.5 else b
+        other = b if query == a else a
+        if mode.startswith("random_labels"):  # each demonstration's label drawn from the two
+            pair = [gold[a], gold[b]]
+            context = iter(pair[int(i)] for i in rng.integers(2, size=len(classes)))
+            ex = self._sequence(rng, classes, query, lambda c: next(context, gold[query]))
+            ex.tokens[-1] = ex.answer = gold[query]
+            ex.candidates = [gold[query], gold[other]]
+        else:
+            ex = self._sequence(rng, classes, query, shown.__getitem__)
+            ex.candidates = [shown[query], shown[other]]
+        return ex
 
 
 if __name__ == "__main__":

@@ -2,20 +2,22 @@
 
 Trains on bursty (item, label) sequences and tracks, over training, ICL accuracy on
 holdout classes (2-way, arbitrary labels), IWL accuracy (query class absent from context),
-and the induction-head scores; at the end also flipped labels and unrelated labels, and
-ICL with the top induction head ablated. ``--sweep`` runs a p_bursty × n_classes grid and
-draws the ICL/IWL phase diagram.
+and the induction-head scores; at the end also what the labels in the demonstrations do —
+random labels (Min et al. 2022), flipped and semantically-unrelated labels (Wei et al. 2023) —
+and ICL with the induction heads ablated. ``--sweep`` runs a p_bursty × n_classes grid, draws
+the ICL/IWL phase diagram and the flipped-label follow rate against the ICL-vs-IWL balance.
 """
+import glob
+import json
 import os
 
-import numpy as np
 import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
-from minitf.report import format_table
+from minitf.report import format_table, read_metrics
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
 
 EVAL_SEQUENCES = 400
@@ -65,6 +67,7 @@ class BurstyExperiment(Experiment):
 
         def track(model, step):
             return {"icl_acc": accuracy(model, "icl")["acc"], "iwl_acc": accuracy(model, "iwl")["acc"],
+                    "follow_rate": accuracy(model, "flipped")["acc"],
                     "scores": all_scores(model, probe, segment, start=1),
                     "label_attention": label_attention(model, evals["icl"], vocab)}
 
@@ -72,9 +75,12 @@ class BurstyExperiment(Experiment):
         ctx.train(model, task.sample, evaluate=track)
         model.eval()
         results = {m: accuracy(model, m) for m in EVAL_MODES}
+        results["flipped"]["follow_rate"] = results["flipped"]["acc"]  # answers that follow the context
         scores = all_scores(model, probe, segment, start=1)
         scores["label_attention"] = label_attention(model, evals["icl"], vocab)
-        return {"results": results, "scores": scores,
+        curve = [{"step": r["step"], "follow_rate": r["eval"]["follow_rate"], "icl": r["eval"]["icl_acc"],
+                  "iwl": r["eval"]["iwl_acc"]} for r in read_metrics(ctx.run_dir) if "follow_rate" in r.get("eval", {})]
+        return {"results": results, "scores": scores, "follow_rate_curve": curve,
                 "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"])}
 
     def summary(self, report: dict) -> str:
@@ -91,8 +97,16 @@ class BurstyExperiment(Experiment):
         return out
 
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
-        """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid."""
+        """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid;
+        ``out/follow_rate.json`` (``follow_rate_sweep``, see ``follow_rate_sweep``) and
+        ``out/follow_rate.png``."""
+        from minitf.experiments.bursty_plots import plot_follow_rate, plot_phase_diagram
+
         plot_phase_diagram(out, grid)
+        rows = follow_rate_sweep(out)
+        with open(os.path.join(out, "follow_rate.json"), "w") as f:
+            json.dump({"follow_rate_sweep": rows}, f, indent=1)
+        plot_follow_rate(out, rows)
 
 
 def label_attention(model, examples, vocab) -> list[list[float]]:
@@ -126,27 +140,22 @@ def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
     return out
 
 
-def plot_phase_diagram(out: str, grid: list[dict]) -> None:
-    """Write ``out/phase_diagram.png``: two heatmaps, ICL and IWL accuracy in [0, 1] (rows p_bursty,
-    columns n_classes). ``grid``: ``sweep.json`` rows, each with ``p_bursty``, ``n_classes``,
-    ``icl`` and ``iwl``; raises ``StopIteration`` if a grid combination has no row."""
-    import matplotlib.pyplot as plt
-
-    ps, ks = sorted({g["p_bursty"] for g in grid}), sorted({g["n_classes"] for g in grid})
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, key in zip(axes, ("icl", "iwl")):
-        arr = np.array([[next(g[key] for g in grid if g["p_bursty"] == p and g["n_classes"] == k) for k in ks]
-                        for p in ps])
-        im = ax.imshow(arr, vmin=0, vmax=1, origin="lower", cmap="magma")
-        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-        ax.set_yticks(range(len(ps)), [str(p) for p in ps])
-        ax.set_xlabel("n_classes K")
-        ax.set_ylabel("p_bursty")
-        ax.set_title(f"{key.upper()} accuracy")
-        for (i, j), v in np.ndenumerate(arr):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="c")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "phase_diagram.png"), dpi=90)
-    plt.close(fig)
-
+def follow_rate_sweep(out: str) -> list[dict]:
+    """Wei et al. (2023)'s flipped-label curve, from every finished bursty run under ``out``: one
+    row per run and evaluation step, ``{"setting": {p_bursty, n_classes, step}, "follow_rate",
+    "icl", "iwl"}`` (rates in [0, 1]; ``follow_rate``: flipped-label answers that follow the
+    context). Training steps, burstiness and the number of classes all move a model between
+    ICL- and IWL-dominant, the from-scratch analogue of Wei's model scale."""
+    rows = []
+    for path in sorted(glob.glob(os.path.join(out, "**", "report.json"), recursive=True)):
+        with open(path) as f:
+            report = json.load(f)
+        if report.get("experiment") != "bursty" or "follow_rate_curve" not in report:
+            continue
+        with open(os.path.join(os.path.dirname(path), "config.json")) as f:
+            task = json.load(f)["task"]
+        for point in report["follow_rate_curve"]:
+            rows.append({"setting": {"p_bursty": task["p_bursty"], "n_classes": task["n_classes"],
+                                     "step": point["step"]},
+                         **{k: point[k] for k in ("follow_rate", "icl", "iwl")}})
+    return rows
