@@ -105,7 +105,7 @@ def test_bursty_run_reports_every_mode(tmp_path):
     from minitf.experiments.bursty_plots import plot_follow_rate
 
     rows = follow_rate_sweep(str(tmp_path))
-    assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "step": s} for s in (100, 200, 300)]
+    assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "fresh_fraction": 0.2, "step": s} for s in (100, 200, 300)]
     assert rows[-1]["follow_rate"] == res["flipped"]["acc"]
     assert os.path.getsize(plot_follow_rate(str(tmp_path), rows)) > 1000
 

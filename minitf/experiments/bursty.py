@@ -142,7 +142,7 @@ def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
 
 def follow_rate_sweep(out: str) -> list[dict]:
     """Wei et al. (2023)'s flipped-label curve, from every finished bursty run under ``out``: one
-    row per run and evaluation step, ``{"setting": {p_bursty, n_classes, step}, "follow_rate",
+    row per run and evaluation step, ``{"setting": {p_bursty, n_classes, fresh_fraction, step}, "follow_rate",
     "icl", "iwl"}`` (rates in [0, 1]; ``follow_rate``: flipped-label answers that follow the
     context). Training steps, burstiness and the number of classes all move a model between
     ICL- and IWL-dominant, the from-scratch analogue of Wei's model scale."""
@@ -156,6 +156,6 @@ def follow_rate_sweep(out: str) -> list[dict]:
             task = json.load(f)["task"]
         for point in report["follow_rate_curve"]:
             rows.append({"setting": {"p_bursty": task["p_bursty"], "n_classes": task["n_classes"],
-                                     "step": point["step"]},
+                                     "fresh_fraction": task["fresh_fraction"], "step": point["step"]},
                          **{k: point[k] for k in ("follow_rate", "icl", "iwl")}})
     return rows

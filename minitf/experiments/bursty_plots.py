@@ -31,18 +31,19 @@ def plot_follow_rate(out: str, rows: list[dict], filename: str = "follow_rate.pn
     follow the context, in [0, 1]) against the ICL-vs-IWL balance ``icl − iwl`` (−1: weights
     dominate, +1: the context does), one point per run and evaluation step of ``rows``
     (``follow_rate_sweep`` rows), coloured by training step, one marker per (p_bursty,
-    n_classes). None when ``rows`` is empty."""
+    n_classes, fresh_fraction). None when ``rows`` is empty."""
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = iter("osD^v<>phX*" * 4)
-    settings = sorted({(r["setting"]["p_bursty"], r["setting"]["n_classes"]) for r in rows})
+    key = lambda r: (r["setting"]["p_bursty"], r["setting"]["n_classes"], r["setting"]["fresh_fraction"])  # noqa: E731
+    settings = sorted({key(r) for r in rows})
     steps = [r["setting"]["step"] for r in rows]
-    for p, k in settings:
-        mine = [r for r in rows if (r["setting"]["p_bursty"], r["setting"]["n_classes"]) == (p, k)]
+    for p, k, fresh in settings:
+        mine = [r for r in rows if key(r) == (p, k, fresh)]
         sc = ax.scatter([r["icl"] - r["iwl"] for r in mine], [r["follow_rate"] for r in mine],
                         c=[r["setting"]["step"] for r in mine], vmin=min(steps), vmax=max(steps),
-                        cmap="viridis", marker=next(markers), label=f"p_bursty {p}, K {k}")
+                        cmap="viridis", marker=next(markers), label=f"p_bursty {p}, K {k}, fresh {fresh}")
     fig.colorbar(sc, ax=ax, label="training step")
     ax.set_xlabel("ICL − IWL accuracy  (← weights dominate | context dominates →)")
     ax.set_ylabel("flipped labels: follow rate")
