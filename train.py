@@ -1,9 +1,11 @@
 """minitf command line: ``python train.py [EXPERIMENT] [options]``.
 
 A thin layer over ``minitf.runs``: it parses arguments and turns every user error into one
-line on stderr with exit code 2. No logic of its own lives here.
+line on stderr with exit code 2. No logic of its own lives here. Under ``torchrun`` every
+process runs this same command (one model, data-parallel; process 0 writes and prints).
 """
 import argparse
+import shlex
 import sys
 
 from minitf.errors import MinitfError, RunInterrupted
@@ -42,6 +44,15 @@ def parse_args(argv):
                              "one run folder per member, plus their mean")
     parser.add_argument("--sweep", action="store_true",
                         help="run the experiment's parameter grid (bursty: p_bursty x n_classes) into --out")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="sweep a config key over values (repeat for more keys: every combination); with "
+                             "--seeds N each cell runs N seeds. Restarting the same command skips finished runs")
+    parser.add_argument("--workers", type=int, default=1, metavar="W",
+                        help="run a sweep's (--seeds/--sweep/--grid) runs as W Ray tasks at once, one torch thread "
+                             "each unless OMP_NUM_THREADS is set (needs the sweep extra: pip install -e \".[sweep]\")")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="run the sweep on an existing Ray cluster (e.g. ray://head:10001 or auto) instead of a "
+                             "local Ray started on this machine")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace minitf's files in an existing run folder (your own files there stay)")
     parser.add_argument("--show-config", action="store_true",
@@ -60,7 +71,14 @@ def main(argv=None) -> int:
 
         common = dict(out=args.out, seed=args.seed, overrides=args.overrides, device=args.device,
                       overwrite=args.overwrite)
-        modes = [m for m in ("resume", "seeds", "ensemble", "sweep", "show_config") if getattr(args, m)]
+        sweeping = bool(args.sweep or args.grid or args.seeds is not None)
+        modes = [m for m in ("resume", "ensemble", "show_config") if getattr(args, m)] + (
+            ["seeds" if args.seeds is not None else "sweep" if args.sweep else "grid"] if sweeping else [])
+        if args.sweep and args.grid:
+            raise UsageError("--sweep runs the experiment's own grid and --grid gives one: use one of them")
+        if (args.workers != 1 or args.ray_address) and not sweeping:
+            raise UsageError("--workers and --ray-address run the runs of a sweep; add --seeds N, --grid KEY=V1,V2 "
+                             "or --sweep (one model on several processes: torchrun, docs/scaling.md)")
         if len(modes) > 1:
             raise UsageError(f"--{modes[0].replace('_', '-')} and --{modes[1].replace('_', '-')} cannot be "
                              "combined; resume a member of a multi-seed run with --resume OUT/seed<N>")
@@ -71,29 +89,56 @@ def main(argv=None) -> int:
             runs.run(args.experiment, resume=args.resume, device=args.device)
         elif args.show_config:
             print(runs.show_config(args.experiment, args.overrides, args.seed, args.device))
-        elif args.sweep:
-            runs.run_sweep(args.experiment, **common)
         elif args.ensemble is not None:
             runs.run_ensemble(args.experiment, args.ensemble, **common)
-        elif args.seeds is not None:
-            if args.seeds < 2:
+        elif sweeping:
+            if args.seeds is not None and args.seeds < 2:
                 raise UsageError(f"--seeds needs N >= 2 (got {args.seeds}); for one seed use --seed")
-            runs.run_seeds(args.experiment, args.seeds, **common)
+            scale = dict(workers=args.workers, ray_address=args.ray_address)
+            if args.sweep or args.grid:
+                from minitf.runs.grid import parse_grid
+
+                runs.run_sweep(args.experiment, **common, grid=parse_grid(args.grid) if args.grid else None,
+                               seeds=args.seeds or 1, **scale)
+            else:
+                runs.run_seeds(args.experiment, args.seeds, **common, **scale)
         else:
             runs.run(args.experiment, **common)
     except MinitfError as e:
-        print(f"error: {e}", file=sys.stderr)
+        say(f"error: {e}")
         return 2
     except ValueError as e:  # a library's own ValueError deep inside: still one line, not a traceback
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        say(f"error: {type(e).__name__}: {e}")
         return 2
     except RunInterrupted as stop:
-        print(f"\ninterrupted; continue with:\n  python train.py --resume {stop.run_dir}", file=sys.stderr)
+        from minitf.runs.sweep import SweepInterrupted
+
+        again = (" ".join(shlex.quote(a) for a in ["python", "train.py", *(sys.argv[1:] if argv is None else argv)])
+                 if isinstance(stop, SweepInterrupted) else f"python train.py --resume {stop.run_dir}")
+        print(f"\ninterrupted; continue with:\n  {again}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("\ninterrupted before a run folder was made; nothing to resume", file=sys.stderr)
         return 130
+    finally:
+        close_process_group()
     return 0
+
+
+def say(line: str) -> None:
+    """An error line on stderr; under torchrun from process 0 only (every process meets the same error)."""
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr)
+
+
+def close_process_group() -> None:
+    """Leave torchrun's process group, if this process joined one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

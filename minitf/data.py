@@ -107,6 +107,18 @@ class Batch:
         """A new Batch with inputs, targets and mask moved to ``device`` (dtypes unchanged)."""
         return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
 
+    def shard(self, rank: int, world: int) -> "Batch":
+        """Rows ``rank::world`` of this (global) batch: one data-parallel process's share.
+
+        The shards of ranks 0..world-1 partition the rows, so ``world`` processes together see
+        exactly the batch one process would (``minitf.trainer.Trainer`` under torchrun). Raises
+        ``ValueError`` if the batch has fewer rows than ``world`` (a process would get none).
+        """
+        if not 0 <= rank < world or self.inputs.shape[0] < world:
+            raise ValueError(f"cannot split a batch of {self.inputs.shape[0]} rows into {world} shards "
+                             f"(rank {rank}); set batch_size >= the number of processes")
+        return Batch(self.inputs[rank::world], self.targets[rank::world], self.mask[rank::world])
+
 
 def collate(examples: list[Example], vocab: Vocab, length: int | None = None) -> Batch:
     """Encode and right-pad examples; only each example's ``scored`` positions count in the loss."""

@@ -4,6 +4,12 @@ Data is a pure function of the step (``batch_fn(step)``, seeded by (seed, phase,
 so a resumed run sees exactly the batches an uninterrupted one would, without saving any
 data-loader state. With the model, optimizer, RNG states and step restored from one
 atomically written file, a resumed run's losses equal an uninterrupted run's.
+
+Under torchrun (a ``torch.distributed`` process group of world size W > 1, set up by
+``minitf.runs.distributed``) the model trains wrapped in DistributedDataParallel: every
+process draws the same global batch from (seed, phase, step) and trains on its rows
+``rank::W``, with the loss scaled so the averaged gradient is the global batch's; process 0
+alone writes the log, the checkpoints and the weights.
 """
 import ctypes
 import json
@@ -15,6 +21,7 @@ import time
 from collections.abc import Callable
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -70,6 +77,14 @@ def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     if ce.dim() == 2:
         return ce.sum() / batch.mask.sum().clamp(min=1.0)
     return ce.sum(dim=(-2, -1)) / batch.mask.sum(dim=(-2, -1)).clamp(min=1.0)
+
+
+def process_group() -> tuple[int, int]:
+    """``(rank, world size)`` of the torch.distributed group this process trains in; ``(0, 1)``
+    when there is none (a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -156,6 +171,8 @@ class Trainer:
         self.losses: dict[int, float] = {}
         self.last_checkpoint_step: int | None = None
         self.skipped: list[int] = []  # steps skipped for non-finite values (--skip-nonfinite)
+        self.rank, self.world = process_group()
+        self.writes = self.rank == 0  # under torchrun only process 0 writes files
 
     # -- state ---------------------------------------------------------------------------
     @property
@@ -179,9 +196,17 @@ class Trainer:
         state = {"phase": self.phase, "step": self.step, "phases_done": phases_done,
                  "model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "torch_rng": torch.get_rng_state()}
-        checkpoint.save_trainer_state(self.state_path, state)
-        checkpoint.save_weights(model, os.path.join(self.run_dir, WEIGHTS))
+        if self.writes:
+            checkpoint.save_trainer_state(self.state_path, state)
+            checkpoint.save_weights(model, os.path.join(self.run_dir, WEIGHTS))
+        self._wait_for_writer()
         self.last_checkpoint_step = self.step
+
+    def _wait_for_writer(self) -> None:
+        """Under torchrun: every process waits until process 0's files are written (a later
+        phase may read them)."""
+        if self.world > 1:
+            dist.barrier()
 
     def restore(self, state: dict) -> None:
         """Load weights, optimizer, torch RNG state and step from a ``load_trainer_state`` dict, then
@@ -201,7 +226,7 @@ class Trainer:
     def _truncate_metrics(self) -> None:
         """Drop log rows written after the checkpoint, so a resumed log reads like a clean one."""
         path = os.path.join(self.run_dir, METRICS)
-        if not os.path.exists(path):
+        if not self.writes or not os.path.exists(path):
             return
         kept = []
         with open(path) as f:
@@ -215,7 +240,10 @@ class Trainer:
         atomic_write_bytes(path, "".join(kept).encode())
 
     def log(self, row: dict) -> None:
-        """Append ``{"phase": self.phase, **row}`` as one JSON line to ``run_dir/metrics.jsonl``."""
+        """Append ``{"phase": self.phase, **row}`` as one JSON line to ``run_dir/metrics.jsonl``
+        (process 0 only, under torchrun)."""
+        if not self.writes:
+            return
         with open(os.path.join(self.run_dir, METRICS), "a") as f:
             f.write(json.dumps({"phase": self.phase, **row}) + "\n")
 
@@ -224,7 +252,8 @@ class Trainer:
         """Train this phase to ``cfg.steps``; ``resume_state`` continues an interrupted run."""
         phases_done = list(phases_before)
         if resume_state is not None:
-            remove_stale_temp_files(self.run_dir)
+            if self.writes:
+                remove_stale_temp_files(self.run_dir)
             if self.phase in resume_state.get("phases_done", []):
                 checkpoint.load_weights(self.model, self.phase_weights_path(self.phase))
                 return
@@ -233,18 +262,25 @@ class Trainer:
             else:  # this phase had not reached a checkpoint: drop whatever it logged
                 self._truncate_metrics()
         model, cfg = self.model.to(self.device).train(), self.cfg
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None, leave=False)
-        self.progress = Progress(self.phase, cfg.steps, self.step)
+        forward = self._data_parallel(model) if self.world > 1 else None
+        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None if self.writes else True,
+                   leave=False)
+        self.progress = Progress(self.phase, cfg.steps, self.step) if self.writes else None
         t0, tokens_seen = time.perf_counter(), 0
         while self.step < cfg.steps:
-            batch = self.batch_fn(self.step).to(self.device)
+            batch = self.batch_fn(self.step)
+            tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
             lr = lr_at(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss = masked_loss(model(batch.inputs), batch)
-            loss.backward()
+            if forward is None:
+                batch = batch.to(self.device)
+                loss = masked_loss(model(batch.inputs), batch)
+                loss.backward()
+                loss_value = loss.item()
+            else:
+                loss_value = self._data_parallel_step(forward, batch)
             norm = grad_norm(model.parameters(), cfg.grad_clip)
-            loss_value = loss.item()
             if math.isfinite(loss_value) and math.isfinite(float(norm)):
                 self.optimizer.step()
                 self.losses[self.step + 1] = loss_value
@@ -255,12 +291,12 @@ class Trainer:
                 self.log({"step": self.step + 1, "skipped_nonfinite": loss_value})
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-            tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
             if (self.step % cfg.log_every == 0 or self.step == cfg.steps) and self.step in self.losses:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
                 self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
-                self.progress.step(self.step, loss_value, rate)
+                if self.progress is not None:
+                    self.progress.step(self.step, loss_value, rate)
             bar.update(1)
             if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self.run_eval()
@@ -273,8 +309,33 @@ class Trainer:
         """End of phase: the final evaluation, the phase's weights, and a checkpoint marking it done."""
         if self.evaluate:
             self.run_eval()
-        checkpoint.save_weights(self.model, self.phase_weights_path(self.phase))
+        if self.writes:
+            checkpoint.save_weights(self.model, self.phase_weights_path(self.phase))
         self.save_checkpoint(list(phases_done) + [self.phase])
+
+    # -- data parallel (torchrun) ----------------------------------------------------------
+    def _data_parallel(self, model) -> torch.nn.Module:
+        """``model`` wrapped in DistributedDataParallel (construction copies process 0's weights)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
+    def _data_parallel_step(self, forward, batch: Batch) -> float:
+        """Forward/backward this process's rows of the global ``batch``; returns the global loss.
+
+        The local loss is scaled by ``world · local scored / global scored`` positions, so the
+        gradient DDP averages over processes is the global batch's mean-loss gradient (the
+        single-process gradient, up to float summation order).
+        """
+        shard = batch.shard(self.rank, self.world).to(self.device)
+        scale = self.world * shard.mask.sum().clamp(min=1.0) / batch.mask.sum().clamp(min=1.0).to(self.device)
+        loss = masked_loss(forward(shard.inputs), shard) * scale
+        loss.backward()
+        total = loss.detach().clone()
+        dist.all_reduce(total)
+        return total.item() / self.world
 
     def run_eval(self) -> dict:
         """Call ``evaluate(model, step)`` in eval mode without gradients, log it as an ``eval`` row,

@@ -2,7 +2,8 @@
 
 ``run`` validates everything, then creates (or resumes) the run folder, calls
 ``experiment.run(ctx)``, and writes the plots and finally report.json (whose presence marks a
-finished run). ``resolve_experiment`` turns a command-line name into an experiment: a
+finished run). Under torchrun (several processes) every process validates and trains, and
+process 0 alone creates the folder and writes (``minitf.runs.distributed``). ``resolve_experiment`` turns a command-line name into an experiment: a
 registered name (``headline``) or an import path (``my_pkg.my_module:MyExperiment``, or
 ``path/to/file.py:MyExperiment``).
 """
@@ -20,7 +21,7 @@ from minitf.errors import ConfigError, RunInterrupted
 from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from minitf.experiments.base import Experiment, RunContext
 from minitf.report import plot_loss, write_report
-from minitf.runs import folder
+from minitf.runs import distributed, folder
 
 
 def resolve_experiment(ref: "Experiment | str | None") -> tuple[Experiment, str]:
@@ -64,6 +65,8 @@ def run(experiment: Experiment | str | None = None, out: str | None = None, seed
     """Run (or ``resume``) one experiment; returns its report, also written to report.json.
 
     Raises a ``MinitfError`` subclass, before anything is written, for any bad input.
+    Under torchrun with several processes this trains one model data-parallel (every process
+    calls ``run`` with the same arguments; process 0 writes and prints).
     """
     if resume:
         saved = checkpoint.read_run_config(resume)
@@ -76,14 +79,25 @@ def run(experiment: Experiment | str | None = None, out: str | None = None, seed
         exp, ref = resolve_experiment(ref)
         ctx = folder.open_for_resume(resume, exp, ref, saved, device)
         if ctx is None:
-            if not quiet:
+            if not quiet and distributed.is_main():
                 print(f"{resume} is a finished run (its report.json is written); nothing to resume. "
                       "Start a new run with another --out, or --overwrite.")
             return read_report(resume)
-        folder.begin_resume(ctx)
+        distributed.setup(exp, ctx.train_cfg)
+        distributed.barrier()  # every process has checked the folder before process 0 changes it
+        if distributed.is_main():
+            folder.begin_resume(ctx)
+        distributed.barrier()
         return execute(ctx, quiet)
     exp, ref = resolve_experiment(experiment)
     ctx = folder.prepare_run(exp, out, seed, overrides, device, overwrite)
+    if distributed.setup(exp, ctx.train_cfg):
+        ctx = dataclasses.replace(ctx, run_dir=distributed.from_main(ctx.run_dir))
+        distributed.barrier()
+        if distributed.is_main():
+            folder.create(ctx, ref)
+        distributed.barrier()
+        return execute(ctx, quiet)
     return execute(folder.create(ctx, ref), quiet)
 
 
@@ -94,8 +108,11 @@ def read_report(run_dir: str) -> dict:
 
 
 def execute(ctx: RunContext, quiet: bool = False) -> dict:
-    """Run the experiment in a created or resumable context; plots, then report.json last."""
+    """Run the experiment in a created or resumable context; plots, then report.json last
+    (under torchrun: written and printed by process 0 only; every process returns the report)."""
     experiment, run_dir = ctx.experiment, ctx.run_dir
+    main = distributed.is_main()
+    quiet = quiet or not main
     if not quiet:
         print(f"run folder: {run_dir}", flush=True)
     t0 = time.perf_counter()
@@ -106,9 +123,10 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
     report = {"experiment": experiment.name, "run_dir": run_dir, "seed": ctx.train_cfg.seed,
               "architecture": describe_architecture(ctx.model_cfg), **report,
               "wall_s": round(time.perf_counter() - t0, 2)}
-    plot_loss(run_dir, experiment.marks(report), parents=experiment.loss_branches())
-    experiment.plots(run_dir, report)
-    write_report(run_dir, report)
+    if main:
+        plot_loss(run_dir, experiment.marks(report), parents=experiment.loss_branches())
+        experiment.plots(run_dir, report)
+        write_report(run_dir, report)
     if not quiet:
         print(experiment.summary(report))
         print(f"\nrun folder: {run_dir}  (wall {report['wall_s']:.1f} s)")

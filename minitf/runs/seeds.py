@@ -1,4 +1,9 @@
-"""``--seeds N``: one run folder per seed, and a merged report with intervals over seeds."""
+"""``--seeds N``: one run folder per seed, and a merged report with intervals over seeds.
+
+The runs themselves go through the sweep mechanism (``minitf.runs.sweep``: a grid of one
+cell); this module holds the merged report that ``--seeds``, a sweep cell with several
+seeds and ``--ensemble`` write.
+"""
 import os
 
 import numpy as np
@@ -11,6 +16,15 @@ from minitf.report import format_table
 
 # two-sided 95% Student t quantiles by number of seeds (degrees of freedom + 1)
 T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+
+
+def t975(n: int) -> float:
+    """The two-sided 95% Student-t quantile for ``n`` values (n − 1 degrees of freedom): the table
+    up to 10 values, then the Cornish-Fisher expansion (within 0.003 of the exact quantile from 11 values)."""
+    if n in T_975:
+        return T_975[n]
+    z, df = 1.959964, max(n - 1, 1)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
 def seed_dirs(out: str, seeds: list[int]) -> list[str]:
@@ -28,16 +42,16 @@ def check_parent(out: str, overwrite: bool) -> None:
 
 
 def run_seeds(experiment: Experiment | str | None, n_seeds: int, out: str | None = None, seed: int | None = None,
-              overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
+              overrides=(), device: str | None = None, overwrite: bool = False, workers: int = 1,
+              ray_address: str | None = None) -> dict:
     """Run seeds seed..seed+n-1 into ``out/seed<N>`` (every folder checked before the first
-    run starts) and write ``out/report.json``: each result record's mean over seeds with a
-    95% t-interval over seeds and the per-seed values."""
-    from minitf.runs import execute, folder
+    run starts; finished seeds of an interrupted call are skipped, unfinished ones resumed) and
+    write ``out/report.json``: each result record's mean over seeds with a 95% t-interval over
+    seeds and the per-seed values. ``workers`` > 1 or ``ray_address`` run the seeds as Ray
+    tasks (``minitf.runs.sweep.sweep``, which raises what it documents)."""
+    from minitf.runs.sweep import sweep
 
-    experiment, ref, out, contexts = prepare_seed_runs(experiment, n_seeds, out, seed, overrides, device,
-                                                       overwrite, "seeds")
-    reports = [execute(folder.create(ctx, ref)) for ctx in contexts]
-    return summarize_seeds(experiment, reports, out)
+    return sweep(experiment, {}, n_seeds, out, seed, overrides, device, overwrite, workers, ray_address)["report"]
 
 
 def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, overwrite, kind: str):
@@ -53,16 +67,23 @@ def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, ov
                                   for d, s in zip(seed_dirs(out, seeds), seeds)]
 
 
-def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None) -> dict:
-    """``out/report.json``: every result record as its mean over the seeds' reports with a 95% t-interval."""
+def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None,
+                    quiet: bool = False) -> dict:
+    """``out/report.json``: every result record as its mean over the seeds' reports with a
+    95% t-interval, and (``summary``) every number of the reports as mean ± 95% interval
+    (``minitf.runs.summary.cell_summary``). Printed as a table unless ``quiet``."""
+    from minitf.runs.summary import cell_summary
+
     merged = merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
     report = {"experiment": experiment.name, "seeds": [r["seed"] for r in reports],
               "architecture": reports[0]["architecture"], "results": merged,
-              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports), **(extra or {})}
+              "runs": [r["run_dir"] for r in reports], "wall_s": sum(r["wall_s"] for r in reports),
+              "summary": cell_summary(reports), **(extra or {})}
     atomic_write_json(os.path.join(out, artifacts.REPORT), report)
-    rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in flatten(merged)]
-    print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
-    print(f"\nseed runs and the merged report.json are in {out}")
+    if not quiet:
+        rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in flatten(merged)]
+        print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
+        print(f"\nseed runs and the merged report.json are in {out}")
     return report
 
 
@@ -72,7 +93,7 @@ def merge(results: list):
     if isinstance(first, dict) and "acc" in first:
         accs = np.array([r["acc"] for r in results])
         mean = float(accs.mean())
-        half = T_975.get(len(accs), 1.96) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
+        half = t975(len(accs)) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
         return {"acc": mean, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "chance": first["chance"],
                 "n": int(sum(r["n"] for r in results)), "per_seed": accs.tolist()}
     return {k: merge([r[k] for r in results]) for k in first if all(k in r for r in results)}

@@ -1,58 +1,197 @@
-"""``--sweep``: every combination of an experiment's ``sweep_grid``, each an ordinary run folder.
+"""Sweeps: every cell of a grid × every seed, each an ordinary run folder — the one mechanism
+behind ``--seeds N``, ``--sweep`` (the experiment's ``sweep_grid``) and ``--grid key=v1,v2``.
 
-``out/<key>=<value>-<key>=<value>/`` per cell, then ``out/sweep.json`` (one row per cell: its
-settings and every accuracy of its report's ``results``) and the experiment's sweep plot.
-Every cell's configs and folder are checked before the first cell runs.
+Layout of ``out``: ``<cell>/`` per cell (``<cell>/seed<N>/`` with several seeds, plus the cell's
+merged ``report.json``); with no grid, ``seed<N>/`` and the merged ``report.json`` (``--seeds``).
+A grid also gets ``sweep.json`` (``minitf.runs.summary.write_sweep``), ``sweep-<key>.png`` per
+axis and the experiment's own ``sweep_plot``.
+
+1. Every run is planned before any starts: its configs validated (a bad cell raises one error
+   naming it, nothing written), and its folder classified — finished (report.json: skipped),
+   unfinished (same settings: resumed from its checkpoint) or new. So an interrupted sweep,
+   restarted with the same command, skips what finished and resumes the rest.
+2. The runs execute through ``minitf.runs.workers.run_cell``: in this process with one worker,
+   as Ray tasks with ``--workers W`` > 1 or ``--ray-address``. Same seed ⇒ same report as the
+   run started alone.
+3. A failing run prints one line naming its cell; the others finish; then ``SweepError``.
 """
-import itertools
+import dataclasses
+import json
 import os
+import time
 
-from minitf import artifacts
-from minitf.errors import ConfigError
+from minitf import artifacts, checkpoint
+from minitf.config import to_dict
+from minitf.errors import ConfigError, MinitfError, RunExistsError, RunInterrupted
 from minitf.experiments.base import Experiment
-from minitf.fileio import atomic_write_json
+from minitf.runs import distributed, folder, grid as grids, summary
+from minitf.runs.grid import cell_name, cells  # noqa: F401 — the names sweep callers used
+from minitf.runs.workers import RunSpec, error_line, require_ray, run_inline, run_on_ray
 
 
-def cells(grid: dict) -> list[dict]:
-    """Every combination of ``{key: (values...)}`` as ``{key: value}`` dicts, the last key varying fastest."""
-    keys = list(grid)
-    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+class SweepError(MinitfError, RuntimeError):
+    """Some runs of a sweep failed (each was reported on its own line); the others finished."""
 
 
-def cell_name(cell: dict) -> str:
-    """A cell's folder name, ``key=value-key=value`` in the grid's key order."""
-    return "-".join(f"{k}={v}" for k, v in cell.items())
+class SweepInterrupted(RunInterrupted):
+    """Ctrl-C during a sweep: re-running the same command continues it (``run_dir`` is ``out``)."""
 
 
 def run_sweep(experiment: Experiment | str | None, out: str | None = None, seed: int | None = None,
-              overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
-    """Run every cell of ``experiment.sweep_grid`` as an ordinary run in ``out/<cell_name>``
-    (default ``runs/<name>/sweep``), after preparing (validating) all cells first; then write
-    ``out/sweep.json`` and the experiment's ``sweep_plot``. Returns ``{"grid": rows}``, one row
-    per cell: its settings plus each ``results`` entry's accuracy in [0, 1]. Raises
-    ``ConfigError`` for an empty grid or an override of a swept key, ``RunExistsError`` for an
-    ``out`` that is a file or holds a merged report (unless ``overwrite``), and whatever
-    ``prepare_run`` raises for a cell."""
-    from minitf.runs import execute, folder, resolve_experiment
-    from minitf.runs.seeds import check_parent
+              overrides=(), device: str | None = None, overwrite: bool = False, grid: dict | None = None,
+              seeds: int = 1, workers: int = 1, ray_address: str | None = None) -> dict:
+    """Run every cell of ``grid`` (default: the experiment's ``sweep_grid``, i.e. ``--sweep``) for
+    ``seeds`` seeds from ``seed`` into ``out`` (default ``runs/<name>/sweep``); returns the
+    ``sweep.json`` dict, whose ``grid`` rows are each cell's settings plus its ``results``
+    accuracies in [0, 1] (means over seeds). Raises ``ConfigError`` for an empty grid, and what
+    ``sweep`` raises."""
+    from minitf.runs import resolve_experiment
 
-    experiment, ref = resolve_experiment(experiment)
-    if not experiment.sweep_grid:
-        raise ConfigError(f"experiment {experiment.name!r} has no --sweep grid (its sweep_grid is empty)")
-    out = out or os.path.join("runs", experiment.name, "sweep")
-    check_parent(out, overwrite)
-    grid = cells(experiment.sweep_grid)
-    swept = [o for o in overrides if o.split("=", 1)[0].strip() in experiment.sweep_grid]
-    if swept:
-        raise ConfigError(f"--set {swept[0]} sets a key the sweep varies ({', '.join(experiment.sweep_grid)})")
-    prepared = [folder.prepare_run(experiment, os.path.join(out, cell_name(c)), seed, [
-        *overrides, *(f"{k}={v}" for k, v in c.items())], device, overwrite) for c in grid]
-    rows = []
-    for cell, ctx in zip(grid, prepared):
-        report = execute(folder.create(ctx, ref), quiet=True)
-        accs = {k: r["acc"] for k, r in report.get("results", {}).items() if isinstance(r, dict) and "acc" in r}
-        rows.append({**cell, **accs})
-        print(f"{cell_name(cell)}: " + "  ".join(f"{k} {v:.3f}" for k, v in accs.items()), flush=True)
-    atomic_write_json(os.path.join(out, artifacts.SWEEP), {"grid": rows})
-    experiment.sweep_plot(out, rows)
-    return {"grid": rows}
+    exp, _ = resolve_experiment(experiment)
+    if grid is None:
+        if not exp.sweep_grid:
+            raise ConfigError(f"experiment {exp.name!r} has no --sweep grid (its sweep_grid is empty); "
+                              "give the grid with --grid KEY=V1,V2")
+        grid = exp.sweep_grid
+    if not grid:
+        raise ConfigError("the sweep grid is empty; give it with --grid KEY=V1,V2")
+    experiment = experiment if isinstance(experiment, Experiment) else (experiment or exp.name)
+    return sweep(experiment, grid, seeds, out, seed, overrides, device, overwrite, workers, ray_address)
+
+
+def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | None, overrides=(),
+          device: str | None = None, overwrite: bool = False, workers: int = 1,
+          ray_address: str | None = None) -> dict:
+    """Plan, run and summarize ``cells(grid) × seeds`` (module docstring). Returns ``sweep.json``'s
+    dict (no file for an empty grid) with ``report``: the merged seeds report when the grid is
+    empty. Raises, before anything is written: ``ConfigError`` (bad grid key, a cell's bad
+    config naming the cell, workers < 1, Ray missing for ``workers`` > 1 / ``ray_address``, under
+    torchrun), ``RunExistsError`` (``out`` is a file; a run folder holds other settings); after
+    the runs, ``SweepError`` if any failed; ``SweepInterrupted`` on Ctrl-C."""
+    from minitf.runs import resolve_experiment
+    from minitf.runs.seeds import summarize_seeds
+
+    distributed.refuse("a sweep")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1 (got {workers})")
+    on_ray = workers > 1 or bool(ray_address)
+    if on_ray:
+        require_ray()
+    exp, ref = resolve_experiment(experiment)
+    seeds = list(range(seed or 0, (seed or 0) + n_seeds))
+    out = out or os.path.join("runs", exp.name, "sweep" if grid else f"seeds{seeds[0]}-{seeds[-1]}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
+    keys = [f.name for cfg in folder.build_configs(exp, list(overrides), seed, device) for f in dataclasses.fields(cfg)]
+    grids.check_keys(grid, keys, overrides)
+    threads = (int(os.environ.get("OMP_NUM_THREADS", "1") or 1) if on_ray else None)
+    target = experiment if isinstance(experiment, Experiment) else ref
+    plan = []  # (cell, settings, [(spec, status)])
+    for cell in grids.cells(grid):
+        name = grids.cell_name(cell)
+        runs, settings = [], {}
+        for s in seeds:
+            label = " ".join(filter(None, [name, f"seed {s}" if n_seeds > 1 or not grid else ""]))
+            run_dir = os.path.join(out, *filter(None, [name, f"seed{s}" if n_seeds > 1 or not grid else ""]))
+            cfg_overrides = (*overrides, *grids.cell_overrides(cell))
+            status, settings = plan_run(exp, ref, label, run_dir, s, cfg_overrides, device, overwrite, list(cell))
+            runs.append((RunSpec(label, target, run_dir, s, cfg_overrides, device, overwrite, status == "resume",
+                                 os.getcwd(), threads), status))
+        plan.append((cell, settings, runs))
+
+    todo = [spec for _, _, runs in plan for spec, status in runs if status != "done"]
+    done = {spec.label: folder_report(spec.run_dir) for _, _, runs in plan for spec, status in runs if status == "done"}
+    n_resume = sum(spec.resume for spec in todo)
+    print(f"sweep into {out}: {len(plan)} cell(s) x {n_seeds} seed(s) = {len(done) + len(todo)} runs; "
+          f"{len(done)} finished (skipped), {n_resume} to resume, {len(todo) - n_resume} to start; "
+          + (f"{workers} Ray worker(s) x {threads} thread(s)" if on_ray else "one at a time in this process"),
+          flush=True)
+    failed, total, t0 = [], len(done) + len(todo), time.perf_counter()
+
+    def on_result(spec: RunSpec, result: dict) -> None:
+        count = len(done) + len(failed) + 1
+        if "error" in result:
+            failed.append({"run": spec.label, "run_dir": spec.run_dir, "error": result["error"]})
+            print(f"[{count}/{total}] {spec.label}: FAILED: {result['error']}", flush=True)
+            return
+        report = done[spec.label] = result["report"]
+        accs = summary.result_means(summary.cell_summary([report]))
+        print(f"[{count}/{total}] {spec.label}: " + "  ".join(f"{k} {v:.3f}" for k, v in accs.items())
+              + f"  ({report.get('wall_s', 0):.1f} s)", flush=True)
+
+    try:
+        if on_ray and todo:
+            run_on_ray(todo, workers, ray_address, device, on_result)
+        else:
+            run_inline(todo, on_result)
+    except KeyboardInterrupt:  # RunInterrupted (in this process) or Ctrl-C while Ray runs
+        raise SweepInterrupted(out) from None
+
+    finished, merged = [], None
+    for cell, settings, runs in plan:
+        reports = [done[spec.label] for spec, _ in runs if spec.label in done]
+        if len(reports) < len(runs):
+            continue
+        cell_dir = os.path.join(out, grids.cell_name(cell)) if grid else out
+        if n_seeds > 1 or not grid:
+            merged = summarize_seeds(exp, reports, cell_dir, quiet=bool(grid))
+        finished.append({"name": grids.cell_name(cell), "cell": cell, "settings": settings,
+                         "runs": [r["run_dir"] for r in reports], "summary": summary.cell_summary(reports)})
+    result = {"report": merged}
+    if grid:
+        result.update(summary.write_sweep(out, grid, seeds, finished, failed))
+        summary.print_table(finished, n_seeds)
+        summary.plot_axes(out, grid, finished)
+        if not failed and set(grid) == set(exp.sweep_grid):
+            try:
+                exp.sweep_plot(out, result["grid"])
+            except Exception as e:  # noqa: BLE001 — a plot must not lose the finished sweep's summary
+                print(f"warning: {exp.name}'s sweep plot failed ({error_line(e)}); sweep.json is written")
+        print(f"\n{len(finished)} cell(s) in {out} (sweep.json, sweep-<key>.png); wall {time.perf_counter() - t0:.1f} s")
+    if failed:
+        raise SweepError(f"{len(failed)} of {len(done) + len(failed)} runs failed ({', '.join(f['run'] for f in failed)}"
+                         f"); the others finished. Fix the cause and re-run the same command: finished runs are "
+                         "skipped, unfinished ones resume")
+    return result
+
+
+def plan_run(experiment, ref: str, label: str, run_dir: str, seed: int, overrides, device, overwrite: bool,
+             keys: list[str]) -> tuple[str, dict]:
+    """``(status, settings)`` of one run: "done" (finished: skip), "resume" (unfinished, same
+    settings) or "new"; ``settings`` are the ``keys``' values as the configs parsed them. Checks
+    everything a run would before it starts, writing nothing; every error names ``label``."""
+    try:
+        if not overwrite and os.path.exists(os.path.join(run_dir, artifacts.CONFIG)):
+            configs = folder.build_configs(experiment, list(overrides), seed, device)
+            saved = checkpoint.read_run_config(run_dir)
+            check_same_settings(experiment, configs, saved, run_dir)
+            status = "done" if os.path.exists(os.path.join(run_dir, artifacts.REPORT)) else "resume"
+            if status == "resume":
+                folder.open_for_resume(run_dir, experiment, ref, saved, device)
+        else:
+            ctx = folder.prepare_run(experiment, run_dir, seed, overrides, device, overwrite)
+            configs, status = (ctx.model_cfg, ctx.train_cfg, ctx.task, ctx.config), "new"
+    except MinitfError as e:
+        raise type(e)(f"{'cell ' if keys else ''}{label}: {e}") from None
+    values = {k: v for cfg in configs for k, v in to_dict(cfg).items()}
+    return status, {k: values[k] for k in keys}
+
+
+def check_same_settings(experiment, configs, saved: dict, run_dir: str) -> None:
+    """Raise ``RunExistsError`` unless the run in ``run_dir`` (its config.json, ``saved``) was made
+    with ``configs`` (device aside, which a resume may change)."""
+    if saved.get("experiment") != experiment.name:
+        raise RunExistsError(f"{run_dir} holds a run of experiment {saved.get('experiment')!r}; choose another --out")
+    old, new = ({k: v for cfg in group for k, v in json.loads(json.dumps(to_dict(cfg))).items()}
+                for group in (folder.saved_configs(experiment, saved), configs))
+    diff = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in new.items() if k != "device" and old.get(k) != v]
+    if diff:
+        raise RunExistsError(f"{run_dir} holds a run with other settings ({'; '.join(diff[:3])}); re-run with its "
+                             "settings to continue it, choose another --out, or pass --overwrite")
+
+
+def folder_report(run_dir: str) -> dict:
+    """The report.json of a finished run folder."""
+    from minitf.runs import read_report
+
+    return read_report(run_dir)

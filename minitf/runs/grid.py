@@ -1,0 +1,66 @@
+"""A sweep's grid: ``--grid key=v1,v2`` flags (or an experiment's ``sweep_grid``) → cells.
+
+A grid is ``{key: (value, ...)}``; its cells are every combination, ``{key: value}``, named
+``key=value-key=value`` (the folder of the cell). Every check here runs before any run starts.
+"""
+import difflib
+import itertools
+
+from minitf.errors import ConfigError
+
+GRID_SYNTAX = "--grid takes KEY=V1,V2,... (e.g. --grid lr=1e-3,3e-3); repeat --grid for more keys"
+
+
+def parse_grid(flags: list[str]) -> dict[str, tuple[str, ...]]:
+    """``["lr=1e-3,3e-3", "n_layers=1,2"]`` → ``{"lr": ("1e-3", "3e-3"), "n_layers": ("1", "2")}``
+    (values stay strings; the config's own types parse them, as for ``--set``). Raises
+    ``ConfigError`` naming the flag for: no ``=``, an empty key or value, a key given twice, a
+    value repeated, or a value holding ``/`` (values become folder names)."""
+    grid: dict[str, tuple[str, ...]] = {}
+    for flag in flags:
+        key, eq, values = flag.partition("=")
+        key = key.strip()
+        items = tuple(v.strip() for v in values.split(","))
+        if not eq or not key or not all(items):
+            raise ConfigError(f"--grid {flag!r}: {GRID_SYNTAX}")
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice; put all its values in one flag: "
+                              f"--grid {key}={','.join(grid[key] + items)}")
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"--grid {flag!r} repeats the value {repeated[0]!r}")
+        if any("/" in v for v in items):
+            raise ConfigError(f"--grid {flag!r}: values name folders, so they may not contain '/'")
+        grid[key] = items
+    return grid
+
+
+def check_keys(grid: dict, valid: list[str], overrides=()) -> None:
+    """Raise ``ConfigError`` for a grid key that is no config key (naming the nearest valid
+    one) or that an override (``--set key=value``) also sets."""
+    for key in grid:
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(f"--grid {key}: unknown config key; {hint}`python train.py EXPERIMENT --show-config` "
+                              "lists every key")
+    swept = [o for o in overrides if o.split("=", 1)[0].strip() in grid]
+    if swept:
+        raise ConfigError(f"--set {swept[0]} sets a key the sweep varies ({', '.join(grid)}); drop one of them")
+
+
+def cells(grid: dict) -> list[dict]:
+    """Every combination of ``{key: (values...)}`` as ``{key: value}`` dicts, the last key varying
+    fastest; ``[{}]`` (one cell, no settings) for an empty grid."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def cell_name(cell: dict) -> str:
+    """A cell's folder name, ``key=value-key=value`` in the grid's key order ("" for no settings)."""
+    return "-".join(f"{k}={v}" for k, v in cell.items())
+
+
+def cell_overrides(cell: dict) -> list[str]:
+    """The cell's settings as ``--set`` overrides, ``["key=value", ...]``."""
+    return [f"{k}={v}" for k, v in cell.items()]
