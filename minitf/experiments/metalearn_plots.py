@@ -1,0 +1,60 @@
+"""The metalearn experiment's pictures: the accuracy matrix as a heatmap, and accuracy against
+the number of support examples."""
+import numpy as np
+
+from minitf.report import plt, save_figure
+
+STYLES = {"icl": dict(color="black", linewidth=2.2), "matchnet": dict(color="tab:green"),
+          "protonet": dict(color="tab:blue"), "cnp": dict(color="tab:orange"),
+          "optimal": dict(color="grey", linestyle="--")}
+
+
+def plot_matrix(run_dir: str, report: dict, filename: str = "matrix.png") -> str:
+    """Heatmap of ``results[train_on][test_on][learner]["acc"]``: one row per (train_on, learner),
+    one column per test set, the accuracy written in each cell (colour range 0.5–1)."""
+    results, tests = report["results"], report["test_on"]
+    rows = [(t, lrn) for t in results for lrn in next(iter(results[t].values()))]
+    arr = np.array([[results[t][name].get(lrn, {}).get("acc", np.nan) for name in tests] for t, lrn in rows])
+    fig, ax = plt.subplots(figsize=(1.0 * len(tests) + 3, 0.32 * len(rows) + 1.6))
+    im = ax.imshow(arr, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
+    for (i, j), v in np.ndenumerate(arr):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.8 else "k")
+    ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{t} · {lrn}" for t, lrn in rows], fontsize=7)
+    for i in range(1, len(rows)):
+        if rows[i][0] != rows[i - 1][0]:
+            ax.axhline(i - 0.5, color="w", linewidth=2)
+    ax.set_xlabel("test set")
+    ax.set_ylabel("trained on · learner")
+    ax.set_title(f"accuracy (mean over k = 1..{report['n_support']}, {report['eval_tasks']} tasks per test set, "
+                 f"d = {report['d']})", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.03, label="accuracy")
+    return save_figure(fig, run_dir, filename)
+
+
+def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str:
+    """Accuracy against the support size (bins of k), one panel per test family: the learners
+    trained on that family (solid) and on the mixture (dotted; the unknown family: mixture only)."""
+    curves = report["curves"]
+    tests = [t for t in report["test_on"] if not t.endswith("_shift")]
+    fig, axes = plt.subplots(1, len(tests), figsize=(4 * len(tests), 3.6), squeeze=False)
+    for ax, test in zip(axes[0], tests):
+        for train_on, line in ((test, "-"), ("mixture", ":")):
+            if train_on not in curves:
+                continue
+            for lrn, c in curves[train_on][test].items():
+                if lrn == "optimal" and train_on == "mixture" and test in curves:
+                    continue  # the same numbers as the solid line
+                mid = [(lo + hi) / 2 for lo, hi in c["k_range"]]
+                style = {**STYLES.get(lrn, {}), "linestyle": STYLES.get(lrn, {}).get("linestyle", line)}
+                if lrn != "optimal":
+                    style["linestyle"] = line
+                ax.plot(mid, c["acc"], marker="o", markersize=3, label=f"{lrn} ({train_on})", **style)
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_title(f"test: {test}", fontsize=9)
+        ax.set_xlabel("support examples k (bin centres)")
+        ax.set_ylim(0.45, 1.01)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("accuracy")
+    return save_figure(fig, run_dir, filename)
