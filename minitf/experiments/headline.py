@@ -27,10 +27,9 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from minitf.config import ModelConfig, TrainConfig
-from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
+from minitf.evaluate import answer_logprobs
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
                                         episode_accuracy, phase2_train)
@@ -38,121 +37,13 @@ from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, sele
 from minitf.report import format_table, plot_condition_bars
 from toy_tasks import Example
 from toy_tasks.relational import RelationalTask
-from toy_tasks.relational_facts import ALL, NO, Fact
+from minitf.experiments.queryset import (KINDS, QuerySet, _matching_facts, _same_role_answer,  # noqa: F401
+                                         _shares_relation)
+from minitf.experiments.recall import RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, plot_rl, recall_lines, run_recall
+from toy_tasks.relational_facts import Fact
 
-CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval", "phase1_facts")
-KINDS = ("forward", "reversal", "syllogism")
-
-
-class QuerySet:
-    """Fixed candidates and contexts per query, so every condition answers the same questions."""
-
-    def __init__(self, world, vocab, rng):
-        self.world, self.vocab = world, vocab
-        self.queries = {k: world.queries[k] for k in KINDS if world.queries[k]}
-        self.cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.queries.items()}
-        self.context = {k: [world.in_context(q, rng) for q in qs] for k, qs in self.queries.items()}
-        trained = world.new_sentences()
-        self.retrieved = {k: [world.retrieve(q, trained, rng) for q in qs] for k, qs in self.queries.items()}
-        self.fixed = {k: [q for q in world.fixed_queries if q.kind == k] for k in ("forward", "reversal")}
-        self.fixed_cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.fixed.items()}
-        self.same_role = {k: [_same_role_answer(q, qs, rng) for q in qs] for k, qs in self.queries.items()
-                          if k != "syllogism"}
-
-    def evaluate(self, model, condition: str) -> dict:
-        """Score ``model`` in one of ``CONDITIONS``: ``in_context`` puts each query's fact among
-        distractors in the prompt, ``retrieval`` the trained sentences about its entity,
-        ``phase1_facts`` asks the fixed world's forward/reversal queries, any other no context.
-        Returns, per query kind, ``{kind}`` (k-way accuracy among same-role candidates),
-        ``{kind}_top1`` (top-1 over all entities) and, where every query has a contrast prompt,
-        ``{kind}_direction`` (chance 0.5): each a ``proportion`` record, accuracy in [0, 1]."""
-        if condition == "phase1_facts":
-            return self._score(model, self.fixed, self.fixed_cands, None)
-        contexts = {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
-        return self._score(model, self.queries, self.cands, contexts)
-
-    def direction_control(self, model) -> dict:
-        """The direction test (no context) with the answer swapped for the answer of another
-        query with the same relation: an entity of the same role, unrelated to this prompt.
-        Scoring like the direction test means that preference is a prior on the role
-        ("A is a subject of r"), not knowledge of the pairing."""
-        out = {}
-        for kind, swapped in self.same_role.items():
-            qs = self.queries[kind]
-            lp = answer_logprobs(model, [self.world.query_example(q, [], []) for q in qs], self.vocab)
-            out[f"{kind}_direction_control"] = proportion(self._direction(model, qs, [[]] * len(qs), lp, swapped), 0.5)
-        return out
-
-    def by_shared_relation(self, model) -> dict:
-        """In-context top-1 split by whether another context fact has the query's relation.
-        Without such a fact, "find the fact with relation r and read off its subject" answers a
-        reversal with no need to match the entity; with one, only matching the entity does."""
-        return self._split_top1(model, self.context, lambda q, c: "shared_relation" if _shares_relation(q, c)
-                                else "no_shared_relation", ("shared_relation", "no_shared_relation"))
-
-    def retrieval_by_matching_facts(self, model) -> dict:
-        """Retrieval top-1 split by k, the retrieved facts in which the query's entity has the
-        role it has in the query's own fact (the object, for "B r⁻¹ ?"): with k > 1 only the
-        relation tells them apart, and a model that matches the entity alone scores ≈ 1/k."""
-        return self._split_top1(model, self.retrieved, _matching_facts, ("1", "2", "3+"))
-
-    def _split_top1(self, model, contexts, label, labels) -> dict:
-        """Top-1 of forward and reversal queries in ``contexts``, split by ``label(query, context)``."""
-        out, chance = {}, 1 / len(self.world.entities)
-        for kind in ("forward", "reversal"):
-            qs, ctx = self.queries.get(kind, []), contexts.get(kind, [])
-            if not qs:
-                continue
-            examples = [self.world.query_example(q, c, [q.answer]) for q, c in zip(qs, ctx)]
-            lp = answer_logprobs(model, examples, self.vocab)
-            hits = top1_correct(lp, examples, self.vocab, self.world.entities, [q.exclude for q in qs])
-            names = [label(q, c) for q, c in zip(qs, ctx)]
-            out[f"{kind}_top1"] = {n: proportion([h for h, m in zip(hits, names) if m == n], chance) for n in labels}
-        return out
-
-    def _direction(self, model, qs, contexts, lp, answers) -> list[bool]:
-        """Per query: p(answer | its prompt) > p(answer | the prompt with the opposite relation)?
-        ``lp`` holds the prompts' answer log-probabilities already computed."""
-        contrast = [self.world.query_example(q, c, [], prompt=q.contrast) for q, c in zip(qs, contexts)]
-        lp_c = answer_logprobs(model, contrast, self.vocab)
-        ids, rows = torch.tensor(self.vocab.encode(answers)), torch.arange(len(qs))
-        return (lp[rows, ids] > lp_c[rows, ids]).tolist()
-
-    def _score(self, model, queries, cands, contexts) -> dict:
-        results, entities = {}, self.world.entities
-        for kind, qs in queries.items():
-            ctx = contexts[kind] if contexts else [[] for _ in qs]
-            examples = [self.world.query_example(q, c, cand) for q, c, cand in zip(qs, ctx, cands[kind])]
-            lp = answer_logprobs(model, examples, self.vocab)
-            chance_k = 1 / len(examples[0].candidates)
-            results[kind] = proportion(kway_correct(lp, examples, self.vocab), chance_k)
-            top1 = top1_correct(lp, examples, self.vocab, entities, [q.exclude for q in qs])
-            results[f"{kind}_top1"] = proportion(top1, 1 / len(entities))
-            if all(q.contrast for q in qs):
-                results[f"{kind}_direction"] = proportion(self._direction(model, qs, ctx, lp, [q.answer for q in qs]), 0.5)
-        return results
-
-
-def _shares_relation(query, context) -> bool:
-    """Does a context fact other than the query's own use the query's relation (either word)?"""
-    rel = query.facts[0].rel
-    return any(f.rel == rel for f in context if f not in query.facts)
-
-
-def _matching_facts(query, context) -> str:
-    """"1", "2" or "3+": context facts with the query's entity in the role it has in the query's
-    own fact (subject of a forward query's fact, object of a reversed one's)."""
-    fact, entity = query.facts[0], query.prompt[0]
-    where = "x" if fact.x == entity else "y"
-    k = sum(getattr(f, where) == entity for f in context if f.rel not in (ALL, NO))
-    return str(k) if k < 3 else "3+"
-
-
-def _same_role_answer(query, pool, rng) -> str:
-    """The answer of another query with the same relation word (same role, other pairing)."""
-    others = (sorted({q.answer for q in pool if q.prompt[1] == query.prompt[1]} - {query.answer, *query.exclude})
-              or sorted({q.answer for q in pool} - {query.answer}))  # tiny worlds: any other answer
-    return str(others[rng.integers(len(others))])
+CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",
+              "phase1_facts") + RECALL_CONDITIONS
 
 
 @dataclass
@@ -165,11 +56,19 @@ class HeadlineConfig(Phase2Schedule):
     # facts only, then on the full mix. Premise chains from the start slowed relation binding
     # (in-context reversal top-1 0.68 after 1800 mixed steps vs 0.78 after 700 + 700, 0.80 after 900 + 700).
     relation_steps: int = 900
+    # The recall conditions (docs/recall.md): recall_supervised and recall_rl after the others
+    # (off: the six conditions alone, as before issue #24)
+    recall: bool = True
+    recall_steps: int = 300  # supervised recall phase (phase1_recall) from phase 1's weights
+    rl_steps: int = 150  # REINFORCE steps from phase1_recall's weights (recall_rl)
+    rl_lr: float = 1e-4  # REINFORCE learning rate (Adam, constant)
 
     def validate(self):
-        """Returns ``self``; raises ``ValueError`` if ``relation_steps`` < 0 or ``phase2_steps`` < 1."""
-        if self.relation_steps < 0:
-            raise ValueError(f"relation_steps must be >= 0 (got {self.relation_steps})")
+        """Returns ``self``; raises ``ValueError`` if ``relation_steps`` or ``rl_steps`` < 0,
+        ``recall_steps`` or ``phase2_steps`` < 1 or ``rl_lr`` <= 0."""
+        if min(self.relation_steps, self.recall_steps - 1, self.rl_steps) < 0 or not self.rl_lr > 0:
+            raise ValueError("relation_steps and rl_steps must be >= 0, recall_steps >= 1 and rl_lr > 0 (got "
+                             f"{self.relation_steps}, {self.recall_steps}, {self.rl_steps}, {self.rl_lr})")
         return super().validate()
 
 
@@ -183,8 +82,8 @@ class HeadlineExperiment(Experiment):
     description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
     task_cls = RelationalTask
     config_cls = HeadlineConfig
-    phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self")
-    artifacts = ("results.png",)
+    phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self") + RECALL_PHASES
+    artifacts = ("results.png", "recall_rl.png")
     splits = "reversal,syllogism"
     phase1_steps = 700
 
@@ -259,11 +158,7 @@ class HeadlineExperiment(Experiment):
             ctx.load_phase(model, "phase1")
             sentences = world.new_sentences() + extra
 
-            def phase2_sample(rng, n, sentences=sentences):
-                return [world.document(rng, sentences) if rng.random() < task.new_fact_fraction
-                        else phase1_sample(rng, 1)[0] for _ in range(n)]
-
-            ctx.train(model, phase2_sample, phase=phase, train_cfg=phase2_cfg)
+            ctx.train(model, phase2_mixture(world, sentences, phase1_sample), phase=phase, train_cfg=phase2_cfg)
             model.eval()
             results[condition] = qset.evaluate(model, condition)
             if phase == "phase2":
@@ -271,8 +166,9 @@ class HeadlineExperiment(Experiment):
                 results["phase1_facts"] = qset.evaluate(model, "phase1_facts")
                 by_matching_facts = qset.retrieval_by_matching_facts(model)
                 direction_control = qset.direction_control(model)
-        results = {c: results[c] for c in CONDITIONS}
-        return {"results": results, "self_generation": gen_stats,
+        recall = run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) if schedule.recall else {}
+        results = {c: results[c] for c in CONDITIONS if c in results} | recall.pop("results", {})
+        return {"results": results, "self_generation": gen_stats, **recall,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
                 "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction,
                 "in_weights_direction_control": direction_control,
@@ -287,7 +183,7 @@ class HeadlineExperiment(Experiment):
         results = report["results"]
         splits = [s for s in results["in_weights"]]
         header = ["condition"] + splits
-        rows = [[c] + [results[c].get(s, {}).get("acc") for s in splits] for c in CONDITIONS]
+        rows = [[c] + [results[c].get(s, {}).get("acc") for s in splits] for c in CONDITIONS if c in results]
         rows.append(["(chance)"] + [results["in_weights"][s]["chance"] for s in splits])
         table = format_table(header, rows, title=f"{self.name} — {report['architecture']}")
         gen = report["self_generation"]
@@ -312,15 +208,19 @@ class HeadlineExperiment(Experiment):
                                for k, v in matching.items())
         return (f"{table}\n{control_line}{shared_line}{matching_line}\n{ind_line}\n\nself-generated augmentation: {gen['correct']}/{gen['total']} generated "
                 f"inferences correct; in-context episode answer accuracy at the end of phase 1: "
-                f"{_fmt(report['episode_answer_acc'])}")
+                f"{_fmt(report['episode_answer_acc'])}{recall_lines(report)}")
 
     def plots(self, run_dir: str, report: dict) -> None:
-        """``results.png`` (``plot_results``)."""
+        """``results.png`` (``plot_results``) and, with the recall conditions, ``recall_rl.png`` (``plot_rl``)."""
         plot_results(run_dir, report)
+        if "recall_rl_log" in report:
+            plot_rl(run_dir, report)
 
     def loss_branches(self) -> dict:
-        """The three phase-2 runs branch from ``phase1``."""
-        return {phase: "phase1" for phase in self.phases[2:]}
+        """The three phase-2 runs and ``phase1_recall`` branch from ``phase1``, the recall
+        conditions' phase-2 runs from ``phase1_recall`` (recall_rl's REINFORCE is between)."""
+        return ({phase: "phase1" for phase in ("phase2", "phase2_oracle", "phase2_self", "phase1_recall")}
+                | {phase: "phase1_recall" for phase in ("phase2_recall_sup", "phase2_recall_rl")})
 
 
 def _fmt(x):
@@ -376,7 +276,7 @@ def plot_results(run_dir: str, report: dict) -> str:
     results = report["results"]
     splits = [s for s in results["in_weights"] if not s.startswith("forward")]
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
-    plot_condition_bars(ax, results, CONDITIONS, splits, report["architecture"])
+    plot_condition_bars(ax, results, [c for c in CONDITIONS if c in results], splits, report["architecture"])
     fig.tight_layout()
     path = os.path.join(run_dir, "results.png")
     fig.savefig(path, dpi=100)

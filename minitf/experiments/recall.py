@@ -1,0 +1,355 @@
+"""The third bridge (issue #24): the model recalls what it knows into its context, then answers.
+
+After Lampinen et al. (2025, arXiv 2505.00661; docs/recall.md). The recall format uses no new
+token: ``?`` right after ``<bos>`` never occurs in phase-1 data, so it opens recall mode.
+
+    <bos> ? P .  s1 . s2 . …  ?  P  answer
+
+P is the query's prompt (``all A are``, ``B r⁻¹``), s_i the sentences the model writes itself
+(from its weights), the second ``?`` the marker it writes to stop; then P is given again and the
+answer is scored like every condition (``QuerySet``: k-way, top-1 over all entities, direction)
+with ``? P . s1 …`` as the context. Two conditions of the headline:
+
+- ``recall_supervised``: ``phase1_recall`` (from phase 1's weights) teaches the format on the
+  phase-1 world only: the fixed relation facts' forward/reversal queries and the syllogisms of
+  a category forest over the fixed entities (its premises trained as documents in the same
+  phase); targets are the true facts the query needs, oriented from the query's entity
+  (``recall_target``). Then phase 2 on the new facts as in ``in_weights``, replaying that mix.
+- ``recall_rl``: from ``phase1_recall``'s weights, REINFORCE (Williams 1992) with a
+  leave-one-out mean-reward baseline over ``RL_SAMPLES`` samples per query (Kool et al. 2019)
+  on the phase-1 training queries: the recall is sampled (temperature 1), the reward is 1 when
+  the answer after it is the top-1 entity, else 0; no recall text is given. Then phase 2,
+  replaying the RL model's own greedy recalls. A fifth of the phase-1 queries are held out of
+  both trainings; their greedy reward is RL's yardstick.
+"""
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from minitf.checkpoint import save_weights
+from minitf.evaluate import answer_logprobs, proportion, top1_correct
+from minitf.experiments.binding import phase2_train
+from minitf.experiments.queryset import KINDS
+from toy_tasks import Example
+from toy_tasks.relational_facts import ASK, BOS, END, Fact, Query, ask, draw_forest
+
+RECALL_CONDITIONS = ("recall_supervised", "recall_rl")
+# appended after the headline's phases, so the earlier phases keep their data streams
+RECALL_PHASES = ("phase1_recall", "phase2_recall_sup", "recall_rl", "phase2_recall_rl")
+MAX_RECALL = 16  # tokens the model may write: three sentences and the marker
+RECALL_FRACTION, FOREST_FRACTION = 0.3, 0.2  # phase1_recall's mix: recall examples, forest documents
+HELDOUT_FRACTION = 0.2  # phase-1 queries held out of both recall trainings
+RL_BATCH, RL_SAMPLES, RL_EVAL_EVERY = 16, 4, 25  # queries per step, samples per query, held-out evals
+
+
+@dataclass
+class RecallWorld:
+    """The phase-1 world's recall queries: ``premises`` (the category forest over the fixed
+    entities, learned in ``phase1_recall``), ``train`` / ``heldout`` queries, and ``truths``
+    (every sentence true in the world, as token tuples without ".")."""
+
+    premises: list[Fact]
+    train: list[Query]
+    heldout: list[Query]
+    truths: frozenset
+
+
+def recall_world(world, seed: int) -> RecallWorld:
+    """The forest and query split for ``seed`` (its own generator, ``[seed, 78]``: the world's
+    draws are untouched). Relation queries with the reversal split, syllogisms with the syllogism
+    split; true sentences: both directions of every relation fact, premises and conclusions."""
+    rng, splits = np.random.default_rng([seed, 78]), world.task.split_list()
+    entities = sorted({e for f in world.fixed_facts for e in (f.x, f.y)})
+    premises, syllogisms = draw_forest(rng, entities) if "syllogism" in splits else ([], [])
+    pool = syllogisms + (list(world.fixed_queries) if "reversal" in splits else [])
+    order = rng.permutation(len(pool))
+    k = max(1, int(len(pool) * HELDOUT_FRACTION))
+    conclusions = [Fact(q.prompt[1], q.prompt[0], q.answer) for q in syllogisms]
+    true = (world.fixed_world_sentences() + premises + conclusions + world.new_sentences()
+            + world.oracle_augmentation())
+    return RecallWorld(premises, [pool[i] for i in order[k:]], [pool[i] for i in order[:k]],
+                       frozenset(tuple(f.tokens()[:-1]) for f in true))
+
+
+def recall_target(query: Query, inverse: dict) -> list[str]:
+    """The supervised recall: the facts ``query`` needs, as sentences starting from its entity
+    ("all A are B . all B are C ." for "all A are ?"; "B r⁻¹ A ." for "B r⁻¹ ?")."""
+    facts = [query.facts[0].reversed(inverse)] if query.kind == "reversal" else list(query.facts)
+    return [t for f in facts for t in f.tokens()]
+
+
+def header(query: Query) -> list[str]:
+    """What opens recall mode after ``<bos>``: ``? P .``."""
+    return [ASK, *query.prompt, END]
+
+
+class Recalled:
+    """A recall as a context for ``World.query_example``: ``tokens()`` = header + the words."""
+
+    def __init__(self, query: Query, words: list[str]):
+        self.query, self.words = query, list(words)
+
+    def tokens(self) -> list[str]:
+        return header(self.query) + self.words
+
+
+def recall_example(query: Query, words: list[str]) -> Example:
+    """A training sequence ``<bos> ? P . words ? P answer``; scored: the words, the marker, the answer."""
+    tokens = [BOS] + header(query) + list(words) + ask(query.prompt) + [query.answer]
+    start = 1 + len(header(query))
+    return Example(tokens=tokens, scored=list(range(start, start + len(words) + 1)) + [len(tokens) - 1],
+                   answer_pos=len(tokens) - 1, answer=query.answer, kind="recall")
+
+
+def recall_mixture(world, recalls: list[tuple[Query, list[str]]], premises: list[Fact], base):
+    """``sample(rng, n)``: with p ``RECALL_FRACTION`` a recall example from ``recalls`` ((query,
+    words) pairs), with p ``FOREST_FRACTION`` a document of ``premises``, else ``base(rng, 1)``."""
+    def sample(rng, n):
+        out = []
+        for _ in range(n):
+            u = rng.random()
+            if u < RECALL_FRACTION and recalls:
+                out.append(recall_example(*recalls[rng.integers(len(recalls))]))
+            elif u < RECALL_FRACTION + FOREST_FRACTION and premises:
+                out.append(world.document(rng, premises))
+            else:
+                out.append(base(rng, 1)[0])
+        return out
+    return sample
+
+
+def phase2_mixture(world, sentences: list[Fact], base):
+    """The headline's phase-2 ``sample(rng, n)``: documents of ``sentences`` with p
+    ``task.new_fact_fraction``, else ``base(rng, 1)`` (phase 1's mix replayed)."""
+    def phase2_sample(rng, n):
+        return [world.document(rng, sentences) if rng.random() < world.task.new_fact_fraction
+                else base(rng, 1)[0] for _ in range(n)]
+    return phase2_sample
+
+
+def _policy_logits(model, ids: torch.Tensor, vocab) -> torch.Tensor:
+    """The recall policy's logits: the model's, with ``<pad>`` and ``<bos>`` never written."""
+    logits = model(ids).float()
+    logits[..., [vocab.pad_id, vocab.index[BOS]]] = float("-inf")
+    return logits
+
+
+@torch.no_grad()
+def generate_recall(model, vocab, queries: list[Query], temperature: float = 0.0, generator=None,
+                    max_new: int = MAX_RECALL) -> list[list[str]]:
+    """Per query, the words the model writes after ``<bos> ? P .`` (greedy at temperature 0, else
+    sampled with ``generator``), up to its marker ``?`` (not included) or ``max_new`` tokens."""
+    out, groups, stop = [None] * len(queries), defaultdict(list), vocab.index[ASK]
+    for i, q in enumerate(queries):
+        groups[len(q.prompt)].append(i)  # equal lengths: no padding before the generated part
+    device = next(model.parameters()).device
+    for _, idx in sorted(groups.items()):
+        ids = torch.tensor([vocab.encode([BOS] + header(queries[i])) for i in idx], device=device)
+        start, done = ids.shape[1], torch.zeros(len(idx), dtype=torch.bool, device=device)
+        for _ in range(max_new):
+            logits = _policy_logits(model, ids, vocab)[:, -1]
+            nxt = (torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
+                   if temperature > 0 else logits.argmax(-1))
+            nxt = torch.where(done, torch.full_like(nxt, stop), nxt)  # a stopped row repeats the marker
+            ids = torch.cat([ids, nxt[:, None]], 1)
+            done |= nxt == stop
+            if bool(done.all()):
+                break
+        for i, row in zip(idx, ids[:, start:].tolist()):
+            words = vocab.decode(row)
+            out[i] = words[: words.index(ASK)] if ASK in words else words
+    return out
+
+
+def answer_hits(model, world, vocab, queries: list[Query], recalled: list[list[str]]) -> list[bool]:
+    """Per query: is the answer the top-1 entity after its recall (the reward)?"""
+    examples = [world.query_example(q, [Recalled(q, w)], [q.answer]) for q, w in zip(queries, recalled)]
+    lp = answer_logprobs(model, examples, vocab)
+    return top1_correct(lp, examples, vocab, world.entities, [q.exclude for q in queries])
+
+
+def sentences(words: list[str]) -> list[tuple]:
+    """The recalled sentences as token tuples (without "."); an unfinished last one counts too."""
+    out, cur = [], []
+    for w in words:
+        if w == END:
+            out.append(tuple(cur))
+            cur = []
+        else:
+            cur.append(w)
+    return out + ([tuple(cur)] if cur else [])
+
+
+def holds_needed(query: Query, recalled: list[tuple], inverse: dict) -> bool:
+    """Do the recalled sentences hold every fact the query needs (a relation fact either way)?"""
+    have = set(recalled)
+    return all(any(tuple(g.tokens()[:-1]) in have for g in [f] + ([f.reversed(inverse)] if f.rel in inverse else []))
+               for f in query.facts)
+
+
+def recall_stats(queries: list[Query], recalled: list[list[str]], truths: frozenset, inverse: dict) -> dict:
+    """Per query kind: ``recall_precision`` (recalled sentences that are true facts),
+    ``recall_hit_rate`` (queries whose recall holds every fact they need), both ``proportion``
+    records (chance 0), and ``mean_sentences`` (sentences written per query)."""
+    out = {}
+    for kind in KINDS:
+        pairs = [(q, sentences(w)) for q, w in zip(queries, recalled) if q.kind == kind]
+        if pairs:
+            out[kind] = {"recall_precision": proportion([s in truths for _, ss in pairs for s in ss], 0.0),
+                         "recall_hit_rate": proportion([holds_needed(q, ss, inverse) for q, ss in pairs], 0.0),
+                         "mean_sentences": float(np.mean([len(ss) for _, ss in pairs]))}
+    return out
+
+
+def greedy_reward(model, world, vocab, queries: list[Query]) -> dict:
+    """Top-1 accuracy after the model's greedy recall: a ``proportion`` record."""
+    hits = answer_hits(model, world, vocab, queries, generate_recall(model.eval(), vocab, queries))
+    return proportion(hits, 1 / len(world.entities))
+
+
+def recall_logprob(model, vocab, queries: list[Query], words: list[list[str]], max_new: int = MAX_RECALL):
+    """Sum of log π over each recall's actions (its words, and the marker where it stopped), (n,)."""
+    seqs = [[BOS] + header(q) + w + ([ASK] if len(w) < max_new else []) for q, w in zip(queries, words)]
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), vocab.pad_id, dtype=torch.long)
+    mask = torch.zeros(len(seqs), length - 1)
+    for row, (q, s) in enumerate(zip(queries, seqs)):
+        ids[row, : len(s)] = torch.tensor(vocab.encode(s))
+        mask[row, len(header(q)): len(s) - 1] = 1  # logits at t predict token t + 1
+    device = next(model.parameters()).device
+    logp = torch.log_softmax(_policy_logits(model, ids[:, :-1].to(device), vocab), -1)
+    targets = torch.where(mask.bool(), ids[:, 1:], vocab.index[ASK]).to(device)  # no -inf at the padding
+    picked = logp.gather(-1, targets[..., None])[..., 0]
+    return (picked * mask.to(device)).sum(1)
+
+
+def reinforce(model, world, vocab, rw: RecallWorld, steps: int, lr: float, rng: np.random.Generator,
+              generator: torch.Generator, log_path: str | None = None) -> list[dict]:
+    """REINFORCE (Williams 1992) on ``rw.train``: per step ``RL_BATCH`` queries × ``RL_SAMPLES``
+    sampled recalls; reward 1 if the answer after the recall is top-1; advantage = reward − the
+    mean reward of the query's other samples (leave-one-out, Kool et al. 2019); loss −mean(adv ·
+    Σ log π(actions)); Adam (lr ``lr``, betas 0.9/0.95), gradient clipped to norm 1. Returns the
+    log, a row per step: ``reward`` (sampled), ``recall_tokens``, ``true_fraction`` (recalled
+    sentences that are true facts) and every ``RL_EVAL_EVERY`` steps ``heldout_reward`` (greedy,
+    on ``rw.heldout``); also written as JSON lines to ``log_path``."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.95))
+    log = [{"step": 0, "heldout_reward": greedy_reward(model, world, vocab, rw.heldout)["acc"]}]
+    for step in range(1, steps + 1):
+        queries = [rw.train[i] for i in rng.integers(len(rw.train), size=RL_BATCH) for _ in range(RL_SAMPLES)]
+        model.eval()
+        words = generate_recall(model, vocab, queries, temperature=1.0, generator=generator)
+        reward = torch.tensor(answer_hits(model, world, vocab, queries, words), dtype=torch.float32)
+        r = reward.view(RL_BATCH, RL_SAMPLES)
+        advantage = (r - (r.sum(1, keepdim=True) - r) / (RL_SAMPLES - 1)).flatten()
+        model.train()
+        loss = -(advantage.to(next(model.parameters()).device) * recall_logprob(model, vocab, queries, words)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        said = [s for w in words for s in sentences(w)]
+        row = {"step": step, "reward": float(reward.mean()), "recall_tokens": float(np.mean([len(w) for w in words])),
+               "true_fraction": float(np.mean([s in rw.truths for s in said])) if said else 0.0}
+        if step % RL_EVAL_EVERY == 0 or step == steps:
+            row["heldout_reward"] = greedy_reward(model, world, vocab, rw.heldout)["acc"]
+        log.append(row)
+    model.eval()
+    if log_path:
+        with open(log_path, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in log)
+    return log
+
+
+def evaluate_recall(model, world, qset, vocab, truths: frozenset) -> tuple[dict, dict, dict]:
+    """The new facts' queries answered after the model's greedy recall: ``QuerySet.evaluate``'s
+    dict, ``recall_stats`` and three example recalls per kind (strings)."""
+    model.eval()
+    contexts, queries, words = {}, [], []
+    for kind, qs in qset.queries.items():
+        said = generate_recall(model, vocab, qs)
+        contexts[kind] = [[Recalled(q, w)] for q, w in zip(qs, said)]
+        queries, words = queries + qs, words + said
+    examples = {kind: [" ".join(header(c[0].query) + c[0].words) for c in ctx[:3]] for kind, ctx in contexts.items()}
+    return qset.evaluate(model, "recall", contexts), recall_stats(queries, words, truths, world.inverse), examples
+
+
+def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
+    """Train and evaluate the recall conditions (after the headline's phases; ``RECALL_PHASES``).
+    Returns ``results`` ({condition: ``QuerySet.evaluate`` dict}) and the report keys
+    ``recall_stats`` ({condition: ``recall_stats``}), ``recall_examples``, ``recall_rl_log``,
+    ``recall_rl_heldout_reward`` ({supervised_start, after_rl}: greedy reward on held-out
+    phase-1 queries, ``proportion`` records) and ``recall_queries`` (train / heldout / premises counts)."""
+    cfg, seed, vocab = ctx.config, ctx.train_cfg.seed, ctx.vocab
+    rw = recall_world(world, seed)
+    targets = [(q, recall_target(q, world.inverse)) for q in rw.train]
+    ctx.load_phase(model, "phase1")
+    mix = recall_mixture(world, targets, rw.premises, phase1_sample)
+    ctx.train(model, mix, phase="phase1_recall", train_cfg=phase2_train(ctx.train_cfg, cfg.recall_steps))
+    ctx.train(model, phase2_mixture(world, world.new_sentences(), mix), phase="phase2_recall_sup", train_cfg=phase2_cfg)
+    results, stats, examples = {}, {}, {}
+    cond = "recall_supervised"
+    results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
+
+    ctx.load_phase(model, "phase1_recall")
+    start = greedy_reward(model, world, vocab, rw.heldout)
+    stream = ctx.stream("recall_rl")
+    log = reinforce(model, world, vocab, rw, cfg.rl_steps, cfg.rl_lr, np.random.default_rng([seed, stream]),
+                    torch.Generator().manual_seed(seed * 1000 + stream), os.path.join(ctx.run_dir, "recall_rl.jsonl"))
+    after = greedy_reward(model, world, vocab, rw.heldout)
+    save_weights(model, ctx.phase_weights_path("recall_rl"))
+    own = list(zip(rw.train, generate_recall(model, vocab, rw.train)))  # phase 2 replays the RL model's recalls
+    replay = recall_mixture(world, own, rw.premises, phase1_sample)
+    ctx.train(model, phase2_mixture(world, world.new_sentences(), replay), phase="phase2_recall_rl", train_cfg=phase2_cfg)
+    cond = "recall_rl"
+    results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
+    return {"results": results, "recall_stats": stats, "recall_examples": examples, "recall_rl_log": log,
+            "recall_rl_heldout_reward": {"supervised_start": start, "after_rl": after},
+            "recall_queries": {"train": len(rw.train), "heldout": len(rw.heldout), "premises": len(rw.premises)}}
+
+
+def recall_lines(report: dict) -> str:
+    """The summary's recall lines: precision / hit rate per condition and kind, RL's held-out reward."""
+    if "recall_stats" not in report:
+        return ""
+    lines = [f"\n{c}, {k}: recall precision {v['recall_precision']['acc']:.3f}, hit rate "
+             f"{v['recall_hit_rate']['acc']:.3f}, {v['mean_sentences']:.2f} sentences"
+             for c, per in report["recall_stats"].items() for k, v in per.items()]
+    rw = report["recall_rl_heldout_reward"]
+    s, a = rw["supervised_start"], rw["after_rl"]
+    lines.append(f"\nrecall_rl: held-out phase-1 reward {s['acc']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] "
+                 f"(supervised start) → {a['acc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] after "
+                 f"{len(report['recall_rl_log']) - 1} REINFORCE steps (n={a['n']})")
+    return "\n" + "".join(lines)
+
+
+def plot_rl(run_dir: str, report: dict) -> str:
+    """Write ``run_dir/recall_rl.png``: REINFORCE's reward (sampled; greedy on held-out queries),
+    recall length (tokens) and the fraction of recalled sentences that are true, over steps."""
+    import matplotlib.pyplot as plt
+
+    log = report["recall_rl_log"]
+    rows = [r for r in log if "reward" in r]
+    held = [r for r in log if "heldout_reward" in r]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    series = [("reward", "reward (answer top-1)"), ("recall_tokens", "recall length (tokens)"),
+              ("true_fraction", "recalled sentences that are true")]
+    for ax, (key, label) in zip(axes, series):
+        steps, vals = [r["step"] for r in rows], [r[key] for r in rows]
+        k = max(1, len(vals) // 15)
+        smooth = np.convolve(vals, np.ones(k) / k, mode="valid") if vals else []
+        ax.plot(steps, vals, alpha=0.3, label="per step (sampled)")
+        ax.plot(steps[k - 1:], smooth, label=f"mean of {k}")
+        if key == "reward":
+            ax.plot([r["step"] for r in held], [r["heldout_reward"] for r in held], "o-", label="held-out (greedy)")
+        ax.set_xlabel("REINFORCE step")
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(run_dir, "recall_rl.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,127 @@
+"""The recall conditions (issue #24): format, supervised targets, REINFORCE, recall metrics."""
+import numpy as np
+import pytest
+import torch
+
+from minitf.config import ModelConfig
+from minitf.data import Vocab
+from minitf.experiments.headline import CONDITIONS, HeadlineConfig, HeadlineExperiment
+from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, Recalled, generate_recall,
+                                       recall_example, recall_logprob, recall_stats, recall_target, recall_world,
+                                       reinforce, sentences)
+from minitf.model import Transformer
+from toy_tasks.relational import RelationalTask
+
+
+@pytest.fixture(scope="module")
+def world():
+    return RelationalTask().build_world(np.random.default_rng(0))
+
+
+def _query(rw, kind):
+    return next(q for q in rw.train if q.kind == kind and q.prompt[0] != "no")
+
+
+def test_new_conditions_and_phases_come_after_the_old_ones():
+    assert CONDITIONS[:6] == ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",
+                              "phase1_facts") and CONDITIONS[6:] == RECALL_CONDITIONS
+    phases = HeadlineExperiment.phases
+    assert phases[:5] == ("phase1_relations", "phase1", "phase2", "phase2_oracle", "phase2_self")
+    assert phases[5:] == RECALL_PHASES
+    with pytest.raises(ValueError):
+        HeadlineConfig(recall_steps=0).validate()
+    with pytest.raises(ValueError):
+        HeadlineConfig(rl_lr=0).validate()
+
+
+def test_recall_world_is_seeded_held_out_and_leaves_the_world_alone(world):
+    rw = recall_world(world, 0)
+    again = recall_world(RelationalTask().build_world(np.random.default_rng(0)), 0)
+    assert rw.train == again.train and rw.premises == again.premises
+    assert not set(rw.train) & set(rw.heldout) and len(rw.heldout) >= len(rw.train) // 5
+    fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}
+    assert rw.premises and all(p.x in fixed and p.y in fixed for p in rw.premises)
+    assert {q.kind for q in rw.train} == {"forward", "reversal", "syllogism"}
+    assert all(tuple(p.tokens()[:-1]) in rw.truths for p in rw.premises + world.new_facts)
+    new = {e for f in world.new_sentences() for e in (f.x, f.y)}
+    assert not new & {e for q in rw.train + rw.heldout for e in q.prompt}  # never the new facts
+
+
+def test_targets_are_the_needed_facts_from_the_query_entity(world):
+    rw = recall_world(world, 0)
+    syl = _query(rw, "syllogism")
+    (a, b), c = (syl.facts[0].x, syl.facts[0].y), syl.answer
+    assert recall_target(syl, world.inverse) == ["all", a, "are", b, ".", "all", b, "are", c, "."]
+    rev = _query(rw, "reversal")
+    fact = rev.facts[0]
+    assert recall_target(rev, world.inverse) == [fact.y, world.inverse[fact.rel], fact.x, "."]
+    assert rev.prompt == (fact.y, world.inverse[fact.rel]) and rev.answer == fact.x
+
+
+def test_training_and_evaluation_share_one_format(world):
+    rw = recall_world(world, 0)
+    q = _query(rw, "syllogism")
+    words = recall_target(q, world.inverse)
+    ex = recall_example(q, words)
+    assert ex.tokens[:6] == ["<bos>", "?", *q.prompt, "."]
+    assert ex.tokens[-5:] == ["?", *q.prompt, q.answer] and ex.answer_pos == len(ex.tokens) - 1
+    assert [ex.tokens[i] for i in ex.scored] == words + ["?", q.answer]
+    evaluated = world.query_example(q, [Recalled(q, words)], [q.answer])
+    assert evaluated.tokens == ex.tokens and evaluated.answer_pos == ex.answer_pos
+
+
+def test_recall_metrics_on_hand_made_recalls(world):
+    rw = recall_world(world, 0)
+    syl, rev = _query(rw, "syllogism"), _query(rw, "reversal")
+    right = recall_target(syl, world.inverse)
+    half = right[:5] + ["all", right[6], "are", rev.answer, "."]  # first premise, then a false one
+    forward = [rev.facts[0].x, rev.facts[0].rel, rev.facts[0].y, "."]  # the fact, stated forward
+    assert sentences(half[:-1]) == [tuple(half[:4]), tuple(half[5:9])]
+    stats = recall_stats([syl, syl, rev], [right, half, forward], rw.truths, world.inverse)
+    assert stats["syllogism"]["recall_precision"]["acc"] == 0.75  # 3 of 4 sentences true
+    assert stats["syllogism"]["recall_hit_rate"]["acc"] == 0.5 and stats["syllogism"]["mean_sentences"] == 2
+    assert stats["reversal"]["recall_hit_rate"]["acc"] == 1.0  # either direction holds the fact
+
+
+def _tiny_model(world):
+    task = world.task
+    vocab = Vocab(task.vocab_tokens())
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=0, vocab_size=len(vocab),
+                                    n_ctx=task.max_seq_len()))
+    model.vocab = vocab
+    return model.eval(), vocab
+
+
+def test_generation_stops_at_the_marker_and_logprob_sums_the_actions(world):
+    rw = recall_world(world, 0)
+    model, vocab = _tiny_model(world)
+    queries = rw.train[:6]
+    gen = torch.Generator().manual_seed(0)
+    words = generate_recall(model, vocab, queries, temperature=1.0, generator=gen)
+    assert all(len(w) <= MAX_RECALL and "?" not in w for w in words)
+    assert generate_recall(model, vocab, queries) == generate_recall(model, vocab, queries)  # greedy
+    lp = recall_logprob(model, vocab, queries, words)
+    for q, w, total in zip(queries, words, lp):
+        seq = ["<bos>", "?", *q.prompt, "."] + w + (["?"] if len(w) < MAX_RECALL else [])
+        ids = torch.tensor([vocab.encode(seq)])
+        logits = model(ids[:, :-1]).detach()
+        logits[..., [vocab.pad_id, vocab.index["<bos>"]]] = float("-inf")  # never written
+        logp = torch.log_softmax(logits, -1)[0]
+        start = 2 + len(q.prompt)
+        want = sum(float(logp[t - 1, ids[0, t]]) for t in range(start + 1, len(seq)))
+        assert abs(float(total) - want) < 1e-3
+
+
+def test_reinforce_logs_reward_length_and_truth(world, tmp_path):
+    rw = recall_world(world, 0)
+    model, vocab = _tiny_model(world)
+    before = [p.detach().clone() for p in model.parameters()]
+    log = reinforce(model, world, vocab, rw, 2, 1e-3, np.random.default_rng(0), torch.Generator().manual_seed(0),
+                    str(tmp_path / "rl.jsonl"))
+    assert [r["step"] for r in log] == [0, 1, 2] and "heldout_reward" in log[0] and "heldout_reward" in log[-1]
+    assert all(0 <= r["reward"] <= 1 and 0 <= r["true_fraction"] <= 1 and r["recall_tokens"] >= 0 for r in log[1:])
+    assert (tmp_path / "rl.jsonl").read_text().count("\n") == 3
+    moved = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # an untrained model never answers right: every advantage is 0, so REINFORCE moves nothing
+    assert moved == any(r["reward"] > 0 for r in log[1:])
