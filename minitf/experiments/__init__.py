@@ -2,6 +2,7 @@
 contract they follow (and a user's own experiment follows) is ``minitf.experiments.base``."""
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.bursty import BurstyExperiment
+from minitf.experiments.ginc import GincExperiment
 from minitf.experiments.headline import HeadlineExperiment, ReversalExperiment, SyllogismExperiment
 from minitf.experiments.icl_gd import ICLGDExperiment
 from minitf.experiments.induction import InductionExperiment
@@ -12,7 +13,7 @@ from minitf.experiments.semantic import SemanticExperiment
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (
     HeadlineExperiment(), ReversalExperiment(), SyllogismExperiment(), InductionExperiment(),
     BurstyExperiment(), SemanticExperiment(), RegressionExperiment(),
-    ICLGDExperiment(), MetaLearnExperiment())}
+    ICLGDExperiment(), MetaLearnExperiment(), GincExperiment())}
 DEFAULT_EXPERIMENT = "headline"
 
 __all__ = ["EXPERIMENTS", "DEFAULT_EXPERIMENT", "Experiment", "RunContext"]

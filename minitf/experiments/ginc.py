@@ -1,0 +1,233 @@
+"""``ginc``: in-context learning as implicit Bayesian inference (Xie et al. 2021, GINC).
+
+Two phases: ``mixture`` pretrains on documents from a uniform mixture of the in-distribution
+concepts (HMMs, ``toy_tasks.ginc``); ``control`` pretrains a fresh model on documents of one
+concept only (``control_concept``, the paper's ``--no_prior_slots``). Both are then prompted
+with k examples of a concept and complete the last one; accuracy is the argmax over every
+symbol against the paper's label (the concept's Bayes-optimal next token given the test example).
+
+Report: ``accuracy[concepts][example_len][k]`` = ``proportion`` record (acc, ci95, chance =
+1/n_symbols, n) for concepts ∈ in_distribution (mixture model, pretraining concepts),
+out_of_distribution (mixture model, held-out concepts), control (control model, the
+in-distribution prompts); ``results`` the headline records at the longest example and the
+largest k; ``targets`` the issue's checks with pass flags; ``zero_shot_wins`` the settings
+where k = 0 beats a k ≥ 1 (measured, either way). Source: Xie et al. 2021; p-lambda/incontext-learning.
+"""
+import dataclasses
+from dataclasses import dataclass
+
+from minitf.config import ModelConfig, TrainConfig
+from minitf.evaluate import answer_logprobs, proportion, top1_correct
+from minitf.experiments.base import Experiment, RunContext
+from minitf.report import format_table
+from toy_tasks.ginc import GincTask
+
+CONCEPT_SETS = ("in_distribution", "out_of_distribution", "control")
+GAIN_TARGET = 0.20  # issue: acc(largest k) ≥ acc(k = 0) + 0.20 at the longer lengths
+OOD_GAP_TARGET = 0.20  # our reading of "OOD far below in-distribution" (same example length and k)
+CONTROL_MARGIN = 0.10  # our reading of "control near chance": within 0.10 of chance, and no gain with k
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers (got {text!r})") from None
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"{name} needs distinct integers (got {text!r})")
+    return values
+
+
+@dataclass
+class GincSettings:
+    """The ``ginc`` experiment's own settings (``--set`` keys)."""
+
+    example_lens: str = "3,5,8"  # tokens per prompt example (before its delimiter) [3,5,8,10]
+    shots: str = "0,1,2,4,8,16,32,64"  # k examples before the test one, those that fit in n_ctx
+    prompts_per_cell: int = 200  # prompts per (concepts, example_len, k) [2500]
+    control_steps: int = 0  # steps of the control phase; 0 = the same as ``steps``
+    control_concept: int = 0  # the control's single pretraining concept (an in-distribution one)
+
+    def lens(self) -> list[int]:
+        """``example_lens`` as ints."""
+        return _ints(self.example_lens, "example_lens")
+
+    def ks(self) -> list[int]:
+        """``shots`` as sorted ints."""
+        return sorted(_ints(self.shots, "shots"))
+
+    def validate(self):
+        """Returns ``self``; raises ``ValueError`` naming the field for unparsable or repeated
+        lists, an example length < 2, a k < 0, prompts_per_cell < 1 or control_steps < 0."""
+        if min(self.lens()) < 2:
+            raise ValueError(f"example_lens must all be >= 2 (got {self.example_lens!r})")
+        if min(self.ks()) < 0:
+            raise ValueError(f"shots must all be >= 0 (got {self.shots!r})")
+        if self.prompts_per_cell < 1:
+            raise ValueError(f"prompts_per_cell must be >= 1 (got {self.prompts_per_cell})")
+        if self.control_steps < 0 or self.control_concept < 0:
+            raise ValueError("control_steps and control_concept must be >= 0")
+        return self
+
+
+def prompt_len(k: int, example_len: int) -> int:
+    """Tokens of a prompt with ``k`` examples, the label included: k·(example_len + 1) + example_len."""
+    return k * (example_len + 1) + example_len
+
+
+class GincExperiment(Experiment):
+    """``ginc``: a mixture-of-HMMs pretrained model vs a single-concept control, prompted with
+    k examples (Xie et al. 2021)."""
+
+    name = "ginc"
+    description = "GINC: ICL as implicit Bayesian inference over a mixture of HMM concepts (Xie et al. 2021)"
+    task_cls = GincTask
+    config_cls = GincSettings
+    phases = ("mixture", "control")
+    artifacts = ("ginc_accuracy.png",)
+
+    def default_model(self, task) -> ModelConfig:
+        """4 layers (the paper's small GPT-2 has 4), d_model 64, 4 heads of 16, MLP 256,
+        vocab_size = the task's vocab, n_ctx = doc_len − 1."""
+        return ModelConfig(n_layers=4, d_model=64, n_heads=4, d_head=16, d_mlp=256,
+                           vocab_size=len(self.vocab(task)), n_ctx=task.doc_len - 1)
+
+    def default_train(self) -> TrainConfig:
+        """1500 steps of 32 documents, lr 3e-3, 100 warmup steps, evaluations every 500."""
+        return TrainConfig(steps=1500, batch_size=32, lr=3e-3, warmup=100, eval_every=500, checkpoint_every=500,
+                           log_every=25)
+
+    def max_seq_len(self, task) -> int:
+        """``task.doc_len`` tokens (prompts are cut to fit the model's context)."""
+        return task.doc_len
+
+    def cells(self, ctx: RunContext) -> dict:
+        """``{example_len: [k ...]}``: the configured k whose prompts fit in n_ctx + 1 tokens."""
+        cfg = ctx.config
+        return {n: [k for k in cfg.ks() if prompt_len(k, n) <= ctx.model_cfg.n_ctx + 1] for n in cfg.lens()}
+
+    def run(self, ctx: RunContext) -> dict:
+        """Phase ``mixture`` (``task.sampler()``), then ``control`` (``task.sampler([control_concept])``,
+        ``control_steps``); evaluations log ``id_k0`` / ``id_kmax`` (accuracy in [0, 1] at the
+        longest example). Then ``accuracy`` on ``prompts_per_cell`` prompts per cell (see the
+        module docstring). Raises ``ValueError`` if control_concept ≥ n_concepts or no k fits."""
+        task, cfg, vocab = ctx.task, ctx.config, ctx.vocab
+        if cfg.control_concept >= task.n_concepts:
+            raise ValueError(f"control_concept must be < n_concepts ({cfg.control_concept} >= {task.n_concepts})")
+        cells = self.cells(ctx)
+        if not all(cells.values()):
+            raise ValueError(f"no k in shots={cfg.shots!r} fits n_ctx={ctx.model_cfg.n_ctx} for every example "
+                             f"length in {cfg.lens()}; lower example_lens or raise doc_len")
+        pool = task.symbols()
+        id_concepts = list(range(task.n_concepts))
+        ood_concepts = list(range(task.n_concepts, 2 * task.n_concepts))
+
+        def prompts(concepts, n, k, salt):
+            return task.prompts(ctx.eval_rng(salt), concepts, cfg.prompts_per_cell, k, n)
+
+        def accuracy(model, examples):
+            lp = answer_logprobs(model, examples, vocab)
+            return proportion(top1_correct(lp, examples, vocab, pool), 1 / len(pool))
+
+        longest = max(cells)
+        track_sets = {k: prompts(id_concepts, longest, k, 1_000 + k) for k in (0, max(cells[longest]))}
+
+        def track(model, step):
+            k0, kmax = (accuracy(model, track_sets[k])["acc"] for k in sorted(track_sets))
+            return {"id_k0": k0, "id_kmax": kmax}
+
+        mixture = ctx.new_model()
+        ctx.train(mixture, task.sampler(), phase="mixture", evaluate=track)
+        control = ctx.new_model()
+        steps = cfg.control_steps or ctx.train_cfg.steps
+        ctx.train(control, task.sampler([cfg.control_concept]), phase="control", evaluate=track,
+                  train_cfg=dataclasses.replace(ctx.train_cfg, steps=steps))
+        for m in (mixture, control):
+            m.eval()
+        acc = {name: {} for name in CONCEPT_SETS}
+        for n, ks in cells.items():
+            for name in CONCEPT_SETS:
+                acc[name][str(n)] = {}
+            for k in ks:
+                ids = prompts(id_concepts, n, k, 100 * n + k)  # control: the same prompts
+                acc["in_distribution"][str(n)][str(k)] = accuracy(mixture, ids)
+                acc["control"][str(n)][str(k)] = accuracy(control, ids)
+                acc["out_of_distribution"][str(n)][str(k)] = accuracy(mixture, prompts(ood_concepts, n, k,
+                                                                                        50_000 + 100 * n + k))
+        kmax = str(max(cells[longest]))
+        results = {name: acc[name][str(longest)][kmax] for name in CONCEPT_SETS}
+        results["in_distribution_k0"] = acc["in_distribution"][str(longest)]["0"] if "0" in acc[
+            "in_distribution"][str(longest)] else None
+        results = {k: v for k, v in results.items() if v is not None}
+        return {"accuracy": acc, "results": results, "cells": {str(n): ks for n, ks in cells.items()},
+                "control_concept": cfg.control_concept, "targets": targets(acc, cells),
+                "zero_shot_wins": zero_shot_wins(acc)}
+
+    def summary(self, report: dict) -> str:
+        """One table per concept set (rows example_len, columns k: accuracy), the chance level,
+        the targets with their figures and the zero-shot comparison."""
+        acc = report["accuracy"]
+        ks = sorted({int(k) for row in acc["in_distribution"].values() for k in row})
+        out = []
+        for name in CONCEPT_SETS:
+            rows = [[n] + [acc[name][n][str(k)]["acc"] if str(k) in acc[name][n] else None for k in ks]
+                    for n in acc[name]]
+            out.append(format_table(["example_len"] + [f"k={k}" for k in ks], rows,
+                                    title=f"ginc {name} accuracy — {report['architecture']}"))
+        chance = next(iter(report["results"].values()))["chance"]
+        t = report["targets"]
+        out.append(f"chance = {chance:.3f}; targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}"
+                                                                  for k, v in t["pass"].items()))
+        wins = report["zero_shot_wins"]
+        out.append(f"zero-shot beats few-shot (non-overlapping 95% CIs) in {len(wins)} setting(s)"
+                   + (": " + "; ".join(f"{w['concepts']} len {w['example_len']} k={w['k']}" for w in wins[:6])
+                      if wins else ""))
+        return "\n\n".join(out)
+
+    def plots(self, run_dir: str, report: dict) -> None:
+        """ginc_accuracy.png: accuracy vs k per example length, one panel per concept set."""
+        from minitf.experiments.ginc_plots import plot_accuracy
+
+        plot_accuracy(run_dir, report)
+
+
+def targets(acc: dict, cells: dict) -> dict:
+    """The issue's checks. ``gain[n]`` = in-distribution acc(largest k) − acc(k = 0) per example
+    length (needs k = 0; the target applies to the lengths above the shortest); ``length_gain`` =
+    acc(longest, k*) − acc(shortest, k*) at the largest k all lengths share; ``ood_gap`` and the
+    control at the longest length and its largest k."""
+    ind, lens = acc["in_distribution"], sorted(cells)
+    gain = {str(n): ind[str(n)][str(max(cells[n]))]["acc"] - ind[str(n)]["0"]["acc"]
+            for n in lens if "0" in ind[str(n)]}
+    shared = max(set.intersection(*(set(cells[n]) for n in lens)))
+    longest, kmax = str(lens[-1]), str(max(cells[lens[-1]]))
+    ctrl = acc["control"][longest]
+    out = {"gain": gain,
+           "length_gain": ind[longest][str(shared)]["acc"] - ind[str(lens[0])][str(shared)]["acc"],
+           "length_gain_k": shared,
+           "ood_gap": ind[longest][kmax]["acc"] - acc["out_of_distribution"][longest][kmax]["acc"],
+           "control_acc": ctrl[kmax]["acc"], "control_gain": ctrl[kmax]["acc"] - ctrl["0"]["acc"] if "0" in ctrl
+           else None, "chance": ctrl[kmax]["chance"]}
+    longer = [gain[str(n)] for n in lens[1:] if str(n) in gain] or list(gain.values())
+    out["pass"] = {"grows_with_k": bool(longer) and min(longer) >= GAIN_TARGET,
+                   "grows_with_length": out["length_gain"] > 0,
+                   "ood_far_below": out["ood_gap"] >= OOD_GAP_TARGET,
+                   "control_near_chance": out["control_acc"] <= out["chance"] + CONTROL_MARGIN
+                   and (out["control_gain"] is None or out["control_gain"] < GAIN_TARGET / 2)}
+    return out
+
+
+def zero_shot_wins(acc: dict) -> list[dict]:
+    """``[{"concepts", "example_len", "k", "acc_k0", "acc_k"}]``: every cell with k ≥ 1 whose 95%
+    interval lies wholly below the k = 0 interval of the same concepts and example length."""
+    out = []
+    for name, by_len in acc.items():
+        for n, row in by_len.items():
+            if "0" not in row:
+                continue
+            zero = row["0"]
+            for k, r in row.items():
+                if k != "0" and r["ci95"][1] < zero["ci95"][0]:
+                    out.append({"concepts": name, "example_len": int(n), "k": int(k), "acc_k0": zero["acc"],
+                                "acc_k": r["acc"]})
+    return out

@@ -1,0 +1,28 @@
+"""The ``ginc`` experiment's PNG: in-context accuracy against k per example length."""
+from minitf.report import plt, save_figure
+
+TITLES = {"in_distribution": "in-distribution concepts", "out_of_distribution": "OOD concepts",
+          "control": "control (one pretraining concept)"}
+
+
+def plot_accuracy(run_dir: str, report: dict) -> str:
+    """Write ``run_dir/ginc_accuracy.png``: one panel per concept set of ``report["accuracy"]``,
+    a line per example length, accuracy in [0, 1] against k (symlog x axis, so k = 0 shows)
+    with 95% intervals; dotted: chance. Returns the path."""
+    acc = report["accuracy"]
+    fig, axes = plt.subplots(1, len(acc), figsize=(4.2 * len(acc), 3.6), sharey=True)
+    for ax, (name, by_len) in zip(axes, acc.items()):
+        for n, row in by_len.items():
+            ks = sorted(row, key=int)
+            vals = [row[k]["acc"] for k in ks]
+            err = [[v - row[k]["ci95"][0] for v, k in zip(vals, ks)], [row[k]["ci95"][1] - v for v, k in zip(vals, ks)]]
+            ax.errorbar([int(k) for k in ks], vals, yerr=err, marker="o", capsize=2, label=f"example length {n}")
+            chance = row[ks[0]]["chance"]
+        ax.axhline(chance, linestyle=":", color="grey", label="chance")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("k (in-context examples)")
+        ax.set_title(TITLES.get(name, name))
+        ax.set_ylim(0, 1)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=8)
+    return save_figure(fig, run_dir, "ginc_accuracy.png")
