@@ -22,6 +22,7 @@ with ``? P . s1 …`` as the context. Two conditions of the headline:
   replaying the RL model's own greedy recalls. A fifth of the phase-1 queries are held out of
   both trainings; their greedy reward is RL's yardstick.
 """
+import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -35,13 +36,15 @@ from minitf.evaluate import answer_logprobs, proportion, top1_correct
 from minitf.experiments.binding import phase2_train
 from minitf.experiments.queryset import KINDS
 from toy_tasks import Example
-from toy_tasks.relational_facts import ASK, BOS, END, Fact, Query, ask, draw_forest
+from toy_tasks.relational_facts import (ALL, ARE, ASK, BOS, END, NO, Fact, Query, ask, draw_forest,
+                                        draw_relation_facts, relation_queries)
 
 RECALL_CONDITIONS = ("recall_supervised", "recall_rl")
 # appended after the headline's phases, so the earlier phases keep their data streams
 RECALL_PHASES = ("phase1_recall", "phase2_recall_sup", "recall_rl", "phase2_recall_rl")
 MAX_RECALL = 16  # tokens the model may write: three sentences and the marker
-RECALL_FRACTION, FOREST_FRACTION = 0.3, 0.2  # phase1_recall's mix: recall examples, forest documents
+# phase1_recall's mix: recall examples, format examples (fresh entities), forest documents
+RECALL_FRACTION, FORMAT_FRACTION, FOREST_FRACTION = 0.3, 0.15, 0.2
 HELDOUT_FRACTION = 0.2  # phase-1 queries held out of both recall trainings
 RL_BATCH, RL_SAMPLES, RL_EVAL_EVERY = 16, 4, 25  # queries per step, samples per query, held-out evals
 
@@ -97,24 +100,52 @@ class Recalled:
         return header(self.query) + self.words
 
 
-def recall_example(query: Query, words: list[str]) -> Example:
-    """A training sequence ``<bos> ? P . words ? P answer``; scored: the words, the marker, the answer."""
-    tokens = [BOS] + header(query) + list(words) + ask(query.prompt) + [query.answer]
-    start = 1 + len(header(query))
+def recall_example(query: Query, words: list[str], context: list[Fact] = ()) -> Example:
+    """A training sequence ``<bos> [context] ? P . words ? P answer``; scored: the words, the
+    marker, the answer. ``context``: facts stated first (``format_example``; none for recall)."""
+    prefix = [BOS] + [t for f in context for t in f.tokens()] + header(query)
+    tokens = prefix + list(words) + ask(query.prompt) + [query.answer]
+    start = len(prefix)
     return Example(tokens=tokens, scored=list(range(start, start + len(words) + 1)) + [len(tokens) - 1],
                    answer_pos=len(tokens) - 1, answer=query.answer, kind="recall")
 
 
+def format_example(world, rng: np.random.Generator) -> Example:
+    """The format on fresh entities (drawn like an episode's, never a new fact): a premise chain
+    (syllogism split) or two relation facts, plus one distractor fact, stated first; then the
+    recall of the facts a query about them needs (``recall_target``) and its answer. Copying
+    entities in the format is learned on every entity here; recalling from the weights only on
+    the phase-1 world (without them, new entities were copied wrongly: docs/recall.md)."""
+    splits = world.task.split_list()
+    ents = [str(e) for e in rng.choice(world.entities, 8, replace=False)]
+    if "syllogism" in splits and ("reversal" not in splits or rng.random() < 0.5):
+        a, b, c, d = ents[:4]
+        first = Fact(a, ALL, b)
+        second, query = ((Fact(b, NO, d), Query("syllogism", (NO, a, ARE), d, ())) if rng.random() < 0.3
+                         else (Fact(b, ALL, c), Query("syllogism", (ALL, a, ARE), c, (), exclude=(b,))))
+        facts, query = [first, second], dataclasses.replace(query, facts=(first, second))
+    else:
+        facts = draw_relation_facts(rng, ents[:4], 2, world.relations, world.inverse)
+        options = relation_queries(facts, world.inverse)
+        query = options[rng.integers(len(options))]
+    facts += draw_relation_facts(rng, ents[4:], 1, world.relations, world.inverse)
+    context = [facts[i] for i in rng.permutation(len(facts))]
+    return recall_example(query, recall_target(query, world.inverse), context)
+
+
 def recall_mixture(world, recalls: list[tuple[Query, list[str]]], premises: list[Fact], base):
     """``sample(rng, n)``: with p ``RECALL_FRACTION`` a recall example from ``recalls`` ((query,
-    words) pairs), with p ``FOREST_FRACTION`` a document of ``premises``, else ``base(rng, 1)``."""
+    words) pairs), with p ``FORMAT_FRACTION`` a ``format_example``, with p ``FOREST_FRACTION`` a
+    document of ``premises``, else ``base(rng, 1)`` (phase 1's mix)."""
     def sample(rng, n):
         out = []
         for _ in range(n):
             u = rng.random()
             if u < RECALL_FRACTION and recalls:
                 out.append(recall_example(*recalls[rng.integers(len(recalls))]))
-            elif u < RECALL_FRACTION + FOREST_FRACTION and premises:
+            elif u < RECALL_FRACTION + FORMAT_FRACTION:
+                out.append(format_example(world, rng))
+            elif u < RECALL_FRACTION + FORMAT_FRACTION + FOREST_FRACTION and premises:
                 out.append(world.document(rng, premises))
             else:
                 out.append(base(rng, 1)[0])
