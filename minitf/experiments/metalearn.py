@@ -52,11 +52,12 @@ def _names(text: str, allowed: tuple, field: str) -> list[str]:
 
 @dataclass
 class MetaLearnSettings:
-    train_on: str = "pairwise,prototype,amortization,mixture"  # training distributions, each a column of models
+    # training distributions (each trains every learner): families, mixture, and unknown (not in the default)
+    train_on: str = "pairwise,prototype,amortization,mixture"
     learners: str = "icl,matchnet,protonet,cnp"  # learners to train (the Bayes-optimal one is always scored)
-    meta_steps: int = 1500  # training steps of each classic meta-learner (the transformer uses `steps`)
+    meta_steps: int = 1000  # training steps of each classic meta-learner (the transformer uses `steps`)
     meta_lr: float = 3e-3  # peak learning rate of the classic meta-learners
-    meta_hidden: int = 64  # hidden width of the meta-learners' MLPs
+    meta_width: int = 32  # meta-learners' MLP widths (hidden and embedding); 0 = the paper's: d (MatchNet, ProtoNet), d + 4 (CNP)
     eval_tasks: int = 3000  # fresh tasks per test set (support sizes 1..n_support in equal shares)
     shifted: bool = True  # also test on each family with shifted inputs (shift_scale, shift_on)
     curve_bins: int = 6  # bins of the support size in `curves` and curves.png
@@ -70,9 +71,11 @@ class MetaLearnSettings:
 
     def validate(self):
         self.train_list(), self.learner_list()
-        for name in ("meta_steps", "meta_hidden", "curve_bins", "bayes_steps"):
+        for name in ("meta_steps", "curve_bins", "bayes_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.meta_width < 0:
+            raise ValueError(f"meta_width must be >= 0, 0 meaning the paper's widths (got {self.meta_width})")
         if not self.meta_lr > 0:
             raise ValueError(f"meta_lr must be > 0 (got {self.meta_lr})")
         if self.eval_tasks < 2:
@@ -158,11 +161,11 @@ class MetaLearnExperiment(Experiment):
     artifacts = ("matrix.png", "curves.png")
 
     def default_model(self, task) -> ModelConfig:
-        return ModelConfig(n_layers=3, d_model=64, n_heads=4, d_head=16, d_mlp=128, vocab_size=1,
+        return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128, vocab_size=1,
                            n_ctx=task.n_support + 1, positional="none", d_input=task.d + 2, init_std=0.05)
 
     def default_train(self) -> TrainConfig:
-        return TrainConfig(steps=2000, batch_size=128, lr=2e-3, warmup=100, weight_decay=0.0, grad_clip=1.0,
+        return TrainConfig(steps=1500, batch_size=128, lr=2e-3, warmup=100, weight_decay=0.0, grad_clip=1.0,
                            eval_every=500, checkpoint_every=500, log_every=50)
 
     def vocab(self, task) -> Vocab:
@@ -196,7 +199,8 @@ class MetaLearnExperiment(Experiment):
                     model, train_cfg = ctx.new_model(), None
                 else:
                     torch.manual_seed(ctx.train_cfg.seed)
-                    model = meta_learners.build(learner, task.d, cfg.meta_hidden).to(ctx.train_cfg.device)
+                    width = cfg.meta_width or (task.d + 4 if learner == "cnp" else task.d)
+                    model = meta_learners.build(learner, task.d, width, width).to(ctx.train_cfg.device)
                     train_cfg = meta_cfg
                 ctx.train(model, make_sample(task, train_on), phase=f"{learner}_{train_on}", evaluate=evaluate,
                           train_cfg=train_cfg)
