@@ -6,9 +6,9 @@ import torch
 from minitf.config import ModelConfig
 from minitf.data import Vocab
 from minitf.experiments.headline import CONDITIONS, HeadlineConfig, HeadlineExperiment
-from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, Recalled, generate_recall,
-                                       recall_example, recall_logprob, recall_stats, recall_target, recall_world,
-                                       reinforce, sentences)
+from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, Recalled, format_example,
+                                       generate_recall, recall_example, recall_logprob, recall_stats, recall_target,
+                                       recall_world, reinforce, sentences)
 from minitf.model import Transformer
 from toy_tasks.relational import RelationalTask
 
@@ -70,6 +70,23 @@ def test_training_and_evaluation_share_one_format(world):
     assert evaluated.tokens == ex.tokens and evaluated.answer_pos == ex.answer_pos
 
 
+def test_format_examples_state_the_facts_first_and_never_use_new_facts(world):
+    rng, new = np.random.default_rng(0), set(world.new_sentences())
+    kinds = set()
+    for _ in range(40):
+        ex = format_example(world, rng)
+        at = ex.tokens.index("?")
+        context, rest = ex.tokens[1:at], ex.tokens[at:]
+        said = [ex.tokens[i] for i in ex.scored][:-2]  # the recalled words (then the marker, the answer)
+        facts = sentences(context)
+        assert len(facts) == 3 and not {tuple(f.tokens()[:-1]) for f in new} & set(facts)
+        assert all(s in facts or (len(s) == 3 and s[1] in world.inverse and (s[2], world.inverse[s[1]], s[0]) in facts)
+                   for s in sentences(said))  # every recalled sentence is a context fact (or its reversal)
+        assert rest[-1] == ex.answer and ex.tokens[ex.scored[-1]] == ex.answer
+        kinds.add(rest[1] in ("all", "no"))
+    assert kinds == {True, False}  # syllogisms and relation facts
+
+
 def test_recall_metrics_on_hand_made_recalls(world):
     rw = recall_world(world, 0)
     syl, rev = _query(rw, "syllogism"), _query(rw, "reversal")
@@ -102,7 +119,7 @@ def test_generation_stops_at_the_marker_and_logprob_sums_the_actions(world):
     assert all(len(w) <= MAX_RECALL and "?" not in w for w in words)
     assert generate_recall(model, vocab, queries) == generate_recall(model, vocab, queries)  # greedy
     lp = recall_logprob(model, vocab, queries, words)
-    for q, w, total in zip(queries, words, lp):
+    for q, w, total in zip(queries, words, lp.detach()):
         seq = ["<bos>", "?", *q.prompt, "."] + w + (["?"] if len(w) < MAX_RECALL else [])
         ids = torch.tensor([vocab.encode(seq)])
         logits = model(ids[:, :-1]).detach()
