@@ -7,12 +7,15 @@ at tiny scale (docs/science.md, docs/headline.md). Phases:
   phase2         continue on the *new* facts, one direction only, replaying phase 1's mix;
   phase2_oracle  the same, plus the true reversals / syllogism conclusions;
   phase2_self    the same, plus the reversals / conclusions the phase-1 model itself
-                 generated (greedy) with the new facts in its context.
+                 generated (greedy) with the new facts in its context;
+  then (``recall``, on by default) phase1_recall, phase2_recall_sup, recall_rl (REINFORCE),
+                 phase2_recall_rl (``minitf.experiments.recall``).
 Conditions, all on the same new facts and queries:
   in_weights (phase2, no context) · in_context (phase-1 model, the facts among distractors
   in the prompt) · augmented_oracle / augmented_self (their phase-2 models, no context) ·
   retrieval (phase2 model, the trained sentences that mention the query's entity in context)
-  · phase1_facts (the fixed world, both directions: a sanity row).
+  · phase1_facts (the fixed world, both directions: a sanity row) · recall_supervised /
+  recall_rl (their phase-2 models recall facts into their own context first: docs/recall.md).
 Each recall query is scored three ways (a prototype found the k-way score leaks through
 unembedding similarity): k-way among same-role distractors, top-1 over all entities, and
 direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide (a
@@ -123,7 +126,8 @@ class HeadlineExperiment(Experiment):
         ``self_generation`` (total / well_formed / correct), ``n_new_facts``,
         ``n_syllogism_queries``, ``n_entities``, ``episode_answer_acc`` (in [0, 1]), ``induction``
         (``induction_section``), ``in_weights_direction_control``,
-        ``in_context_by_shared_relation``, ``retrieval_by_matching_facts``."""
+        ``in_context_by_shared_relation``, ``retrieval_by_matching_facts``; with ``recall`` the
+        two recall conditions join ``results`` and ``run_recall``'s keys join the report."""
         task, world = ctx.task, ctx.task.build_world(np.random.default_rng([ctx.train_cfg.seed, 77]))
         qset = QuerySet(world, ctx.vocab, ctx.eval_rng(1))
         fixed_docs = world.fixed_world_sentences()
