@@ -149,7 +149,7 @@ def test_targets_flags():
 @pytest.mark.slow
 def test_icl_matches_the_prototype_familys_optimal_learner(tmp_path):
     # Smallest config: d = 2, up to 10 support examples, a 2-layer d_model-32 transformer, 1200 steps
-    # (~40 s on one thread). Seed 0 measured: see docs/metalearn.md.
+    # (15 s on one thread). Seed 0 measured ICL 0.855 vs Bayes 0.872 (docs/metalearn.md).
     from minitf import runs
 
     report = runs.run("metalearn", out=str(tmp_path / "run"), quiet=True, overrides=[

@@ -55,6 +55,7 @@ def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str
         ax.set_title(f"test: {test}", fontsize=9)
         ax.set_xlabel("support examples k (bin centres)")
         ax.set_ylim(0.45, 1.01)
-        ax.legend(fontsize=6)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
     axes[0][0].set_ylabel("accuracy")
     return save_figure(fig, run_dir, filename)
