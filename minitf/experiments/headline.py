@@ -42,7 +42,8 @@ from toy_tasks import Example
 from toy_tasks.relational import RelationalTask
 from minitf.experiments.queryset import (KINDS, QuerySet, _matching_facts, _same_role_answer,  # noqa: F401
                                          _shares_relation)
-from minitf.experiments.recall import RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, plot_rl, recall_lines, run_recall
+from minitf.experiments.recall import (RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, plot_rl, recall_lines,
+                                      run_recall)
 from toy_tasks.relational_facts import Fact
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",

@@ -334,7 +334,8 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     save_weights(model, ctx.phase_weights_path("recall_rl"))
     own = list(zip(rw.train, generate_recall(model, vocab, rw.train)))  # phase 2 replays the RL model's recalls
     replay = recall_mixture(world, own, rw.premises, phase1_sample)
-    ctx.train(model, phase2_mixture(world, world.new_sentences(), replay), phase="phase2_recall_rl", train_cfg=phase2_cfg)
+    ctx.train(model, phase2_mixture(world, world.new_sentences(), replay), phase="phase2_recall_rl",
+              train_cfg=phase2_cfg)
     cond = "recall_rl"
     results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
     return {"results": results, "recall_stats": stats, "recall_examples": examples, "recall_rl_log": log,
