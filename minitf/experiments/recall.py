@@ -14,7 +14,9 @@ with ``? P . s1 …`` as the context. Two conditions of the headline:
   phase-1 world only: the fixed relation facts' forward/reversal queries and the syllogisms of
   a category forest over the fixed entities (its premises trained as documents in the same
   phase); targets are the true facts the query needs, oriented from the query's entity
-  (``recall_target``). Then phase 2 on the new facts as in ``in_weights``, replaying that mix.
+  (``recall_target``); beside them ``format_example``s on fresh entities whose facts are in the
+  context (the format's copies, learned on every entity). Then phase 2 on the new facts as in
+  ``in_weights``, replaying that mix.
 - ``recall_rl``: from ``phase1_recall``'s weights, REINFORCE (Williams 1992) with a
   leave-one-out mean-reward baseline over ``RL_SAMPLES`` samples per query (Kool et al. 2019)
   on the phase-1 training queries: the recall is sampled (temperature 1), the reward is 1 when
