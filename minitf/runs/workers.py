@@ -95,6 +95,21 @@ def require_ray():
     return ray
 
 
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Raise ``ConfigError`` at once when a ``host:port`` / ``ray://host:port`` address refuses a
+    TCP connection (Ray itself retries for minutes); other forms ("auto", ...) pass unchecked."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at --ray-address {address} ({e.strerror or e}); start it "
+                          "(ray start --head) or fix the address (docs/scaling.md)") from None
+
+
 def run_on_ray(specs: list[RunSpec], workers: int, address: str | None, device: str | None,
                on_result: Callable[[RunSpec, dict], None]) -> str:
     """Run ``specs`` as Ray tasks, at most ``workers`` at once, calling ``on_result`` as each
@@ -102,18 +117,23 @@ def run_on_ray(specs: list[RunSpec], workers: int, address: str | None, device: 
     a local Ray with ``workers × threads`` CPUs unless Ray is already initialised in this process
     or ``address`` names a cluster to join. A task that dies (its worker killed) gives an
     ``{"error": ...}`` result. Ctrl-C cancels the runs in flight (their checkpoints stay) and
-    re-raises KeyboardInterrupt. Raises ``ConfigError`` for ``device="cuda"`` on a cluster
-    without GPUs."""
+    re-raises KeyboardInterrupt. Raises ``ConfigError`` when Ray cannot start or the cluster
+    cannot be joined, and for ``device="cuda"`` on a cluster without GPUs."""
     ray = require_ray()
     threads = max((s.threads or 1) for s in specs) if specs else 1
     started = not ray.is_initialized()
-    if started:
-        options = dict(include_dashboard=False, log_to_driver=False)
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=workers * threads, **options)
     where = address or "local Ray"
+    if started:
+        if address:
+            check_reachable(address)
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
+        except Exception as e:  # noqa: BLE001 — Ray raises several types for an unreachable cluster
+            raise ConfigError(f"cannot start or join Ray ({where}): {error_line(e)}; check the address "
+                              "(docs/scaling.md), or run without --ray-address for a local Ray") from None
     pending: dict = {}
     try:
         resources = {"num_cpus": threads}
