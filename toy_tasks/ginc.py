@@ -183,6 +183,20 @@ class GincTask:
             out[i] = int(np.argmax(nxt @ onehot))
         return out
 
+    def document_predictions(self, examples: list[Example], concepts, eps: float = 1e-3) -> np.ndarray:
+        """(n,) symbols the pretraining distribution's Bayes predictor gives: the prompt read as
+        *one document* of the mixture over ``concepts`` (each concept's start distribution,
+        transitions smoothed as (1 − eps)·T + eps/n_states so the delimiter jumps, impossible
+        under some concepts, keep a likelihood). What a perfectly pretrained model would predict
+        (Xie et al.'s analysis); prompts must share one length (as ``prompts`` makes them)."""
+        w, index, concepts = self.world(), {t: i for i, t in enumerate(self.symbols())}, list(concepts)
+        ids = np.array([[index[t] for t in ex.tokens[: ex.answer_pos]] for ex in examples])
+        trans = w["trans"][concepts] * (1 - eps) + eps / self.n_states
+        ll, alpha = _filter(trans, w["emit"], ids, start=w["start"][concepts])
+        post = np.exp(ll - ll.max(0))
+        nxt = np.einsum("cn,cns,cst->nt", post / post.sum(0), alpha, trans)
+        return (nxt @ np.eye(self.n_symbols)[w["emit"]]).argmax(1)
+
     def bayes_labels(self, concepts, start_prop, x: np.ndarray) -> np.ndarray:
         """(n,) argmax symbols of each concept's next-token distribution given ``x`` (n, m)
         symbols, the start uniform over entities at property ``start_prop`` (the paper's label)."""
@@ -230,12 +244,13 @@ def _world(n_entities, n_properties, n_symbols, n_concepts, transition_temp, sta
             "trans": trans}
 
 
-def _filter(trans: np.ndarray, emit: np.ndarray, seqs: np.ndarray):
+def _filter(trans: np.ndarray, emit: np.ndarray, seqs: np.ndarray, start=None):
     """Forward filtering of ``seqs`` (m, t) symbols under each HMM ``trans`` (C, S, S) with
-    deterministic emissions ``emit`` (S,), start uniform over states: (log-likelihood (C, m),
-    filtered state distribution after the last symbol (C, m, S))."""
+    deterministic emissions ``emit`` (S,), start ``start`` (C, S) (default uniform over states):
+    (log-likelihood (C, m), filtered state distribution after the last symbol (C, m, S))."""
     n_c, n_s = trans.shape[0], trans.shape[1]
-    alpha = np.full((n_c, seqs.shape[0], n_s), 1.0 / n_s)
+    start = np.full((n_c, n_s), 1.0 / n_s) if start is None else start
+    alpha = np.repeat(start[:, None, :], seqs.shape[0], 1)
     ll = np.zeros((n_c, seqs.shape[0]))
     for t in range(seqs.shape[1]):
         if t:

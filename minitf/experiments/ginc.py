@@ -9,7 +9,8 @@ symbol against the paper's label (the concept's Bayes-optimal next token given t
 Report: ``accuracy[concepts][example_len][k]`` = ``proportion`` record (acc, ci95, chance =
 1/n_symbols, n) for concepts ∈ in_distribution (mixture model, pretraining concepts),
 out_of_distribution (mixture model, held-out concepts), control (control model, the
-in-distribution prompts); ``results`` the headline records at the longest example and the
+in-distribution prompts); ``reference[{ideal,document}_{in,out_of}_distribution]`` the same
+records for two Bayes predictors with the pretraining prior (``REFERENCES``); ``results`` the headline records at the longest example and the
 largest k; ``targets`` the issue's checks with pass flags; ``zero_shot_wins`` the settings
 where k = 0 beats a k ≥ 1 (measured, either way). Source: Xie et al. 2021; p-lambda/incontext-learning.
 """
@@ -26,6 +27,10 @@ CONCEPT_SETS = ("in_distribution", "out_of_distribution", "control")
 GAIN_TARGET = 0.20  # issue: acc(largest k) ≥ acc(k = 0) + 0.20 at the longer lengths
 OOD_GAP_TARGET = 0.20  # our reading of "OOD far below in-distribution" (same example length and k)
 CONTROL_MARGIN = 0.10  # our reading of "control near chance": within 0.10 of chance, and no gain with k
+# Bayes references with the in-distribution prior (toy_tasks.ginc): "ideal" knows the prompt format
+# (examples independent given the concept); "document" reads the prompt as one pretraining document.
+REFERENCES = {"ideal": lambda task, exs, n, concepts: task.ideal_predictions(exs, n, concepts),
+              "document": lambda task, exs, n, concepts: task.document_predictions(exs, concepts)}
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -42,10 +47,10 @@ def _ints(text: str, name: str) -> list[int]:
 class GincSettings:
     """The ``ginc`` experiment's own settings (``--set`` keys)."""
 
-    example_lens: str = "3,5,8"  # tokens per prompt example (before its delimiter) [3,5,8,10]
+    example_lens: str = "2,3,5"  # tokens per prompt example (before its delimiter) [3,5,8,10]
     shots: str = "0,1,2,4,8,16,32,64"  # k examples before the test one, those that fit in n_ctx
     prompts_per_cell: int = 200  # prompts per (concepts, example_len, k) [2500]
-    control_steps: int = 0  # steps of the control phase; 0 = the same as ``steps``
+    control_steps: int = 400  # steps of the control phase; 0 = the same as ``steps``
     control_concept: int = 0  # the control's single pretraining concept (an in-distribution one)
 
     def lens(self) -> list[int]:
@@ -87,14 +92,14 @@ class GincExperiment(Experiment):
     artifacts = ("ginc_accuracy.png",)
 
     def default_model(self, task) -> ModelConfig:
-        """4 layers (the paper's small GPT-2 has 4), d_model 64, 4 heads of 16, MLP 256,
+        """2 layers (the paper's small GPT-2 has 4), d_model 64, 4 heads of 16, MLP 256,
         vocab_size = the task's vocab, n_ctx = doc_len − 1."""
-        return ModelConfig(n_layers=4, d_model=64, n_heads=4, d_head=16, d_mlp=256,
+        return ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=256,
                            vocab_size=len(self.vocab(task)), n_ctx=task.doc_len - 1)
 
     def default_train(self) -> TrainConfig:
-        """1500 steps of 32 documents, lr 3e-3, 100 warmup steps, evaluations every 500."""
-        return TrainConfig(steps=1500, batch_size=32, lr=3e-3, warmup=100, eval_every=500, checkpoint_every=500,
+        """1200 steps of 32 blocks, lr 3e-3, 100 warmup steps, evaluations every 300."""
+        return TrainConfig(steps=1200, batch_size=32, lr=3e-3, warmup=100, eval_every=300, checkpoint_every=600,
                            log_every=25)
 
     def max_seq_len(self, task) -> int:
@@ -144,36 +149,39 @@ class GincExperiment(Experiment):
                   train_cfg=dataclasses.replace(ctx.train_cfg, steps=steps))
         for m in (mixture, control):
             m.eval()
-        acc = {name: {} for name in CONCEPT_SETS}
+        acc = {name: {str(n): {} for n in cells} for name in CONCEPT_SETS}
+        ref = {f"{r}_{name}": {str(n): {} for n in cells} for r in REFERENCES for name in CONCEPT_SETS[:2]}
         for n, ks in cells.items():
-            for name in CONCEPT_SETS:
-                acc[name][str(n)] = {}
             for k in ks:
                 ids = prompts(id_concepts, n, k, 100 * n + k)  # control: the same prompts
+                ood = prompts(ood_concepts, n, k, 50_000 + 100 * n + k)
                 acc["in_distribution"][str(n)][str(k)] = accuracy(mixture, ids)
                 acc["control"][str(n)][str(k)] = accuracy(control, ids)
-                acc["out_of_distribution"][str(n)][str(k)] = accuracy(mixture, prompts(ood_concepts, n, k,
-                                                                                        50_000 + 100 * n + k))
+                acc["out_of_distribution"][str(n)][str(k)] = accuracy(mixture, ood)
+                for name, exs in zip(CONCEPT_SETS, (ids, ood)):
+                    for r, predict in REFERENCES.items():
+                        hits = [pool[p] == e.answer for p, e in zip(predict(task, exs, n, id_concepts), exs)]
+                        ref[f"{r}_{name}"][str(n)][str(k)] = proportion(hits, 1 / len(pool))
         kmax = str(max(cells[longest]))
         results = {name: acc[name][str(longest)][kmax] for name in CONCEPT_SETS}
         results["in_distribution_k0"] = acc["in_distribution"][str(longest)]["0"] if "0" in acc[
             "in_distribution"][str(longest)] else None
         results = {k: v for k, v in results.items() if v is not None}
-        return {"accuracy": acc, "results": results, "cells": {str(n): ks for n, ks in cells.items()},
+        return {"accuracy": acc, "results": results, "reference": ref, "cells": {str(n): ks for n, ks in cells.items()},
                 "control_concept": cfg.control_concept, "targets": targets(acc, cells),
                 "zero_shot_wins": zero_shot_wins(acc)}
 
     def summary(self, report: dict) -> str:
-        """One table per concept set (rows example_len, columns k: accuracy), the chance level,
+        """One table per concept set and Bayes reference (rows example_len, columns k: accuracy), the chance level,
         the targets with their figures and the zero-shot comparison."""
         acc = report["accuracy"]
         ks = sorted({int(k) for row in acc["in_distribution"].values() for k in row})
         out = []
-        for name in CONCEPT_SETS:
-            rows = [[n] + [acc[name][n][str(k)]["acc"] if str(k) in acc[name][n] else None for k in ks]
-                    for n in acc[name]]
-            out.append(format_table(["example_len"] + [f"k={k}" for k in ks], rows,
-                                    title=f"ginc {name} accuracy — {report['architecture']}"))
+        tables = {**{f"{name} accuracy — {report['architecture']}": acc[name] for name in CONCEPT_SETS},
+                  **{f"Bayes reference {r}": t for r, t in report.get("reference", {}).items()}}
+        for title, table in tables.items():
+            rows = [[n] + [table[n][str(k)]["acc"] if str(k) in table[n] else None for k in ks] for n in table]
+            out.append(format_table(["example_len"] + [f"k={k}" for k in ks], rows, title=f"ginc {title}"))
         chance = next(iter(report["results"].values()))["chance"]
         t = report["targets"]
         out.append(f"chance = {chance:.3f}; targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}"
