@@ -143,3 +143,19 @@ def test_ginc_plumbing_on_a_tiny_config(tmp_path):
     with open(out / "report.json") as f:
         assert json.load(f)["accuracy"]["control"]["2"]["0"]["n"] == 12
     assert "control accuracy" in EXPERIMENTS["ginc"].summary(report)
+
+
+@pytest.mark.slow
+def test_ginc_mixture_learns_the_concepts_and_ood_stays_below(tmp_path):
+    """~40 s: 400 steps on 67-token blocks. The mixture model learns the in-distribution concepts
+    (length-5 zero-shot far above chance and above the single-concept control) and OOD concepts
+    stay below them. ICL gain with k is *not* asserted: this model does not show it (docs/ginc.md)."""
+    report = run_experiment(EXPERIMENTS["ginc"], out=str(tmp_path / "run"), quiet=True,
+                            overrides=["steps=400", "control_steps=150", "doc_len=67", "eval_every=0",
+                                       "checkpoint_every=0", "prompts_per_cell=150", "example_lens=2,5",
+                                       "shots=0,4,8"])
+    acc = report["accuracy"]
+    ind, ood, ctrl = (acc[c]["5"] for c in ("in_distribution", "out_of_distribution", "control"))
+    assert ind["0"]["acc"] >= 0.6  # chance 0.05
+    assert ind["0"]["acc"] >= ctrl["0"]["acc"] + 0.2
+    assert ind["8"]["acc"] >= ood["8"]["acc"] + 0.2
