@@ -9,7 +9,7 @@ def plot_accuracy(run_dir: str, report: dict) -> str:
     """Write ``run_dir/ginc_accuracy.png``: one panel per concept set of ``report["accuracy"]``,
     a line per example length, accuracy in [0, 1] against k (symlog x axis, so k = 0 shows)
     with 95% intervals; dotted: chance. Returns the path."""
-    acc = report["accuracy"]
+    acc = {name: report["accuracy"][name] for name in TITLES if name in report["accuracy"]}  # report.json sorts keys
     fig, axes = plt.subplots(1, len(acc), figsize=(4.2 * len(acc), 3.6), sharey=True)
     for ax, (name, by_len) in zip(axes, acc.items()):
         for n, row in by_len.items():
@@ -20,6 +20,7 @@ def plot_accuracy(run_dir: str, report: dict) -> str:
             chance = row[ks[0]]["chance"]
         ax.axhline(chance, linestyle=":", color="grey", label="chance")
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, 1.3 * max(int(k) for row in by_len.values() for k in row))
         ax.set_xlabel("k (in-context examples)")
         ax.set_title(TITLES.get(name, name))
         ax.set_ylim(0, 1)
