@@ -98,8 +98,10 @@ def test_too_small_global_batch_is_one_line(tmp_path):
 
 def test_sweeps_refuse_torchrun(monkeypatch):
     from minitf.errors import ConfigError
-    from minitf.runs import run_sweep
+    from minitf.runs import run_ensemble, run_seeds, run_sweep
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="cannot run under torchrun"):
-        run_sweep(EXPERIMENT, grid={"lr": ("1e-3",)})
+    for start in (lambda: run_sweep(EXPERIMENT, grid={"lr": ("1e-3",)}), lambda: run_seeds(EXPERIMENT, 2),
+                  lambda: run_ensemble(EXPERIMENT, 2)):
+        with pytest.raises(ConfigError, match="cannot run under torchrun"):
+            start()

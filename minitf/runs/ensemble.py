@@ -41,6 +41,9 @@ def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = 
     from minitf.runs import folder, run
     from minitf.runs.seeds import prepare_seed_runs, summarize_seeds
 
+    from minitf.runs.distributed import refuse
+
+    refuse("--ensemble")
     if k < 2:
         raise ConfigError(f"--ensemble needs K >= 2 (got {k}); for one model run without it")
     if device == "cuda":
