@@ -13,7 +13,7 @@ README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
 
 SETUP = "python3 -m venv .venv && . .venv/bin/activate && pip install torch==2.13.0 && pip install -e "
-COMMANDS = [SETUP + '".[dev]" && python train.py', SETUP + '".[dev,lens]" && python -m pytest -q']
+COMMANDS = [SETUP + '".[dev]" && python train.py', SETUP + '".[dev,lens,sweep]" && python -m pytest -q']
 
 
 def read(path):
