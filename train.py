@@ -126,11 +126,16 @@ def main(argv=None) -> int:
 
 
 def say(line: str) -> None:
-    """An error line on stderr; under torchrun from process 0 only (every process meets the same error)."""
+    """An error line on stderr; under torchrun from process 0 only (every process meets the same error).
+    The others wait a few seconds before exiting: torchrun stops every process when the first one
+    exits, and process 0 must have printed by then."""
     import os
+    import time
 
     if os.environ.get("RANK", "0") == "0":
-        print(line, file=sys.stderr)
+        print(line, file=sys.stderr, flush=True)
+    else:
+        time.sleep(5)
 
 
 def close_process_group() -> None:
