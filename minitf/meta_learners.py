@@ -24,6 +24,7 @@ in the version space) and ``prototype`` (random-walk Metropolis over both centre
 at the task's own parameter, which is an exact posterior draw when the task comes from the prior,
 so no burn-in is needed in distribution (a short one is run anyway for shifted tasks).
 """
+import abc
 import math
 from dataclasses import dataclass
 
@@ -55,7 +56,7 @@ def mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
-class MetaLearner(nn.Module):
+class MetaLearner(nn.Module, abc.ABC):
     """Base class: splits ``inputs (n, T, d + 2)`` into support ``x (n, T−1, d)``, labels
     ``(n, T−1, 2)`` and query ``(n, d)``; ``predict`` returns ŷ ``(n,)``; ``forward`` places it
     at the last position of an ``(n, T, 1)`` output. Raises ValueError on a bad shape."""
@@ -73,8 +74,10 @@ class MetaLearner(nn.Module):
         out[:, -1, 0] = y_hat
         return out
 
+    @abc.abstractmethod
     def predict(self, xs, onehot, xq) -> torch.Tensor:
-        raise NotImplementedError
+        """ŷ ``(n,)`` for the query ``xq (n, d)`` from the support ``xs (n, k, d)`` and its
+        one-hot labels ``onehot (n, k, 2)``; each meta-learner defines it."""
 
 
 class MatchNet(MetaLearner):
