@@ -64,7 +64,7 @@ def sdpa_flash(q, k, v, causal):
 
 
 def triton_attention(q, k, v, causal):
-    from kernels.flash_attention import flash_attention
+    from minitf_kernels.flash_attention import flash_attention
 
     return flash_attention(q, k, v, causal=causal)
 
@@ -143,7 +143,7 @@ def precompile(groups, workers):
 def run_cuda(out_dir, quick, budget_s, workers):
     import triton
 
-    from kernels.flash_attention import AUTOTUNED
+    from minitf_kernels.flash_attention import AUTOTUNED
 
     name = torch.cuda.get_device_name()
     peak = peak_tflops(name)
@@ -229,7 +229,7 @@ def markdown(meta, rows):
 
 def run_interpreter(out_dir):
     """Tiny-size numerics in Triton's interpreter vs float64 (what a CPU can check)."""
-    from kernels.flash_attention import flash_attention
+    from minitf_kernels.flash_attention import flash_attention
 
     torch.manual_seed(0)
     rows, ok = [], True
@@ -277,7 +277,7 @@ def run_compile_only(out_dir, arch, quick):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    import kernels.flash_attention as fa
+    import minitf_kernels.flash_attention as fa
 
     rows, bad = [], 0
     for kernel, tiles in fa.GPU_TILES.items():

@@ -20,9 +20,9 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.limits import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, unsupported_reason  # noqa: F401 (re-exported)
-from kernels.tuning import (AUTOTUNE, DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, GPU_TILES, INTERPRET,  # noqa: F401
-                            _autotune, _even, _shared_memory_of, _smem_bytes)
+from .limits import SUPPORTED_DTYPES, SUPPORTED_HEAD_DIMS, unsupported_reason  # noqa: F401 (re-exported)
+from .tuning import (AUTOTUNE, DKDV_CONFIGS, DQ_CONFIGS, FWD_CONFIGS, GPU_TILES, INTERPRET,  # noqa: F401
+                     _autotune, _even, _shared_memory_of, _smem_bytes)
 
 
 # ---- shared @triton.jit helpers ---------------------------------------------------------------

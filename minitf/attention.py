@@ -72,7 +72,7 @@ def backend_problem(impl: str, d_head: int, device: str | None = None, dtype=tor
     "cuda"; None: any device) and dtype — one line with the fix — or None if it can.
 
     "naive" and "sdpa" run everything; "triton"'s limits are the kernel's own
-    (``kernels.limits.unsupported_reason``), stated once beside the kernel.
+    (``minitf_kernels.limits.unsupported_reason``), stated once beside the kernel.
     """
     if impl in ("naive", "sdpa", "auto"):
         return None
@@ -84,7 +84,7 @@ def backend_problem(impl: str, d_head: int, device: str | None = None, dtype=tor
     if device == "cpu" and not _interpreter():
         return ("attn_impl='triton' on CPU runs only in Triton's interpreter: set TRITON_INTERPRET=1 in "
                 "the environment before starting Python, or use attn_impl='sdpa' / 'auto'")
-    from kernels.limits import unsupported_reason
+    from minitf_kernels.limits import unsupported_reason
 
     why = unsupported_reason(d_head, dtype, device or "cuda", device == "cpu" and _interpreter())
     if why is None and device is None:  # any device: the interpreter's limits apply on CPU only
@@ -137,7 +137,7 @@ def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=Non
         raise ConfigError(why)
     if causal and q.shape[-2] != k.shape[-2]:
         return naive_attention(q, k, v, causal)
-    from kernels.flash_attention import flash_attention
+    from minitf_kernels.flash_attention import flash_attention
 
     return flash_attention(q, k, v, causal=causal)
 

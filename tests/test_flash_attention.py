@@ -14,8 +14,8 @@ import pytest
 import torch
 import triton
 
-import kernels.flash_attention as fa
-from kernels.flash_attention import SUPPORTED_DTYPES, flash_attention, unsupported_reason
+import minitf_kernels.flash_attention as fa
+from minitf_kernels.flash_attention import SUPPORTED_DTYPES, flash_attention, unsupported_reason
 from minitf.attention import pattern_from_lse
 
 MODE = "interpreter" if fa.INTERPRET else "cuda"

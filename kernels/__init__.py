@@ -1,1 +1,0 @@
-"""Triton kernels. Nothing here knows about minitf's model."""
