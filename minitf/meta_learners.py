@@ -8,6 +8,26 @@ return ``(batch, seq, 1)``: at the last position ``ŷ = p(y=1) − p(y=0) ∈ [�
 the Brier score ×4) trains them through ``RunContext.train`` like any model. Each has a
 ``cfg`` (``MetaLearnerConfig``) so its weights save with their config like a Transformer's.
 
+Two versions of each. The paper-faithful ones (``matchnet``, ``protonet``, ``cnp``), after Wu et
+al.'s code, are *tied to their family by structure*: embeddings of width d with LeakyReLU, built
+residually (``x + MLP(x)``, last layer zero-initialised) so that at initialisation each computes its
+family's rule exactly and narrow MLPs do not stall:
+
+* ``matchnet`` (``CosineMatchNet``): an unnormalised cosine-sum vote,
+  ``ŷ = tanh(a · Σ_i cos(f(x_q), f(x_i)) (2y_i − 1))`` — no softmax, no temperature (``a`` only
+  scales the output for the squared-error loss; the decision is the sign of the sum). With f the
+  identity this is ``sign(x_q · Σ_i s_i x̂_i)``: a halfspace through the origin, the pairwise
+  family's form.
+* ``protonet`` (``MeanProtoNet``): the nearest class mean of f(x); with f the identity, the
+  perpendicular bisector of the two class means (the prototype family's Bayes rule for large k).
+* ``cnp`` (``NarrowCNP``): encoder ``[x, onehot(y)]`` → width d + 4, mean-pooled, decoder
+  ``[r, x_q]`` → logit, each ``linear + residual MLP``: it represents the amortised rule
+  ``sign(Σ_j (x_qj − mean_i x_ij))`` with its linear parts.
+
+The flexible ones (``matchnet_wide``, ``protonet_wide``, ``cnp_wide``; width ``hidden``, GELU)
+are kernel smoothers or wide MLPs that can fit any of the three boundaries; kept as an ablation
+(how much "matched beats mismatched" depends on how constrained the classic learners are):
+
 * ``MatchNet`` (Vinyals et al. 2016, matching networks): an embedding MLP f, attention
   ``a_i = softmax_i(τ · cos(f(x_q), f(x_i)))`` over the support (τ learned), ``p(c) = Σ a_i [y_i = c]``;
   no full-context embeddings.
@@ -32,19 +52,21 @@ import numpy as np
 import torch
 from torch import nn
 
-LEARNERS = ("matchnet", "protonet", "cnp")
+LEARNERS = ("matchnet", "protonet", "cnp")  # paper-faithful: tied to their family
+WIDE = ("matchnet_wide", "protonet_wide", "cnp_wide")  # flexible: the ablation
+KINDS = LEARNERS + WIDE
 
 
 @dataclass
 class MetaLearnerConfig:
-    kind: str  # "matchnet" | "protonet" | "cnp"
+    kind: str  # one of KINDS: "matchnet" | "protonet" | "cnp" (tied) or "<kind>_wide" (flexible)
     d: int  # input dimension of x (tokens are d + 2 wide)
     hidden: int = 64  # width of the MLPs' hidden layer
     d_embed: int = 32  # embedding / representation width
 
     def validate(self):
-        if self.kind not in LEARNERS:
-            raise ValueError(f"kind must be one of {', '.join(LEARNERS)} (got {self.kind!r})")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {self.kind!r})")
         for name in ("d", "hidden", "d_embed"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -128,10 +150,75 @@ class CNP(MetaLearner):
         return torch.tanh(self.decoder(torch.cat([r, xq], dim=-1))[:, 0])
 
 
+class Residual(nn.Module):
+    """``x ↦ x + Linear → LeakyReLU → Linear (x)`` at width ``n``, the last layer zero-initialised:
+    the identity at initialisation (narrow MLPs that start as the family's rule do not stall)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(n, n), nn.LeakyReLU(), nn.Linear(n, n))
+        nn.init.zeros_(self.mlp[2].weight)
+        nn.init.zeros_(self.mlp[2].bias)
+
+    def forward(self, x):
+        return x + self.mlp(x)
+
+
+class CosineMatchNet(MetaLearner):
+    """Wu et al.'s matching network: ``tanh(a · Σ_i cos(f(x_q), f(x_i)) (2y_i − 1))``, f residual at width d."""
+
+    def __init__(self, cfg: MetaLearnerConfig):
+        super().__init__(cfg)
+        self.embed = Residual(cfg.d)
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def predict(self, xs, onehot, xq):
+        fs = nn.functional.normalize(self.embed(xs), dim=-1)
+        fq = nn.functional.normalize(self.embed(xq), dim=-1)
+        vote = torch.einsum("nkd,nd,nk->n", fs, fq, onehot[..., 1] - onehot[..., 0])
+        return torch.tanh(self.log_scale.exp() * vote)
+
+
+class MeanProtoNet(MetaLearner):
+    """Wu et al.'s prototypical network: nearest class mean of f(x), f residual at width d."""
+
+    def __init__(self, cfg: MetaLearnerConfig):
+        super().__init__(cfg)
+        self.embed = Residual(cfg.d)
+        self.log_scale = nn.Parameter(torch.zeros(()))
+
+    def predict(self, xs, onehot, xq):
+        fs, fq = self.embed(xs), self.embed(xq)
+        counts = onehot.sum(1).clamp(min=1.0)
+        protos = torch.einsum("nkc,nke->nce", onehot, fs) / counts[..., None]
+        logits = -((fq[:, None, :] - protos) ** 2).sum(-1)
+        return torch.tanh(self.log_scale.exp() * (logits[:, 1] - logits[:, 0]) / 2)
+
+
+class NarrowCNP(MetaLearner):
+    """Wu et al.'s conditional neural process at width d + 4: encoder and decoder each
+    ``Linear + residual MLP``, the representation mean-pooled over the support."""
+
+    def __init__(self, cfg: MetaLearnerConfig):
+        super().__init__(cfg)
+        w = cfg.d + 4
+        self.encoder = nn.Sequential(nn.Linear(cfg.d + 2, w), Residual(w))
+        self.decoder = nn.Sequential(nn.Linear(w + cfg.d, w), Residual(w), nn.Linear(w, 1))
+
+    def predict(self, xs, onehot, xq):
+        if xs.shape[1] == 0:
+            r = torch.zeros(xq.shape[0], self.cfg.d + 4, dtype=xq.dtype, device=xq.device)
+        else:
+            r = self.encoder(torch.cat([xs, onehot], dim=-1)).mean(1)
+        return torch.tanh(self.decoder(torch.cat([r, xq], dim=-1))[:, 0])
+
+
 def build(kind: str, d: int, hidden: int = 64, d_embed: int = 32) -> MetaLearner:
-    """A fresh meta-learner of ``kind`` (``LEARNERS``) for d-dimensional inputs."""
+    """A fresh meta-learner of ``kind`` (``KINDS``) for d-dimensional inputs; ``hidden`` and
+    ``d_embed`` size the ``_wide`` learners only (the tied ones are width d, the CNP d + 4)."""
     cfg = MetaLearnerConfig(kind, d, hidden, d_embed).validate()
-    return {"matchnet": MatchNet, "protonet": ProtoNet, "cnp": CNP}[kind](cfg)
+    return {"matchnet": CosineMatchNet, "protonet": MeanProtoNet, "cnp": NarrowCNP, "matchnet_wide": MatchNet,
+            "protonet_wide": ProtoNet, "cnp_wide": CNP}[kind](cfg)
 
 
 # -- Bayes-optimal learners ------------------------------------------------------------------

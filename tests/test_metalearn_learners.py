@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minitf import meta_learners as ml
-from minitf.experiments.metalearn import (MetaLearnExperiment, MetaLearnSettings, binned, eval_set, predict,
+from minitf.experiments.metalearn import (MetaLearnExperiment, MATCHED, MetaLearnSettings, binned, eval_set, predict,
                                           targets, to_batch)
 from toy_tasks.metalearn import MetaLearnTask, label_prototype, pairwise_normal
 
@@ -73,7 +73,7 @@ def test_bayes_learners_beat_chance_and_handle_no_support():
         ml.bayes_unknown(np.zeros((2, 3, 2)), np.zeros((2, 4)), np.zeros((2, 2)))
 
 
-@pytest.mark.parametrize("kind", ml.LEARNERS)
+@pytest.mark.parametrize("kind", ml.KINDS)
 def test_meta_learner_contract(kind):
     torch.manual_seed(0)
     model = ml.build(kind, d=2, hidden=16, d_embed=8)
@@ -88,8 +88,48 @@ def test_meta_learner_contract(kind):
         model(torch.zeros(5, 3, 5))
 
 
+def test_tied_learners_compute_their_familys_rule_at_initialisation():
+    """What ties the paper-faithful learners to a family: at initialisation (residual embeddings,
+    zero last layers) the cosine-sum MatchNet is the homogeneous halfspace sign(x_q · Σ s_i x̂_i), and
+    the ProtoNet the nearest class mean; a flexible softmax MatchNet is neither."""
+    torch.manual_seed(0)
+    xs, ys, xq, b = draw("pairwise", k=10, n=300)
+    s = 2 * ys - 1
+    v = (s[..., None] * xs / np.linalg.norm(xs, axis=-1, keepdims=True)).sum(1)
+    halfspace = (xq * v).sum(1) > 0
+    pred = predict(ml.build("matchnet", d=2), {**b, "k": np.full(300, 10)}) > 0
+    assert (pred == halfspace).all()
+    wide = predict(ml.build("matchnet_wide", d=2, hidden=32, d_embed=32), {**b, "k": np.full(300, 10)}) > 0
+    assert (wide != halfspace).mean() > 0.02
+    xs, ys, xq, b = draw("prototype", k=10, n=300)
+    m = [np.array([xs[i][ys[i] == c].mean(0) if (ys[i] == c).any() else np.zeros(2) for i in range(300)])
+         for c in (0, 1)]
+    nearest = ((xq - m[1]) ** 2).sum(1) < ((xq - m[0]) ** 2).sum(1)
+    assert ((predict(ml.build("protonet", d=2), {**b, "k": np.full(300, 10)}) > 0) == nearest).all()
+
+
+def test_narrow_cnp_represents_the_amortized_rule():
+    """The CNP's linear parts alone can compute sign(Σ_j x_qj − Σ_j mean_i x_ij), the amortization
+    family's rule with W estimated by the support mean."""
+    model = ml.build("cnp", d=2)
+    with torch.no_grad():
+        enc = model.encoder[0]
+        enc.weight.zero_(), enc.bias.zero_()
+        enc.weight[0, 0] = enc.weight[0, 1] = 1.0  # r_0 = Σ_j x_j (mean-pooled: of the support mean)
+        dec = model.decoder[0]
+        dec.weight.zero_(), dec.bias.zero_()
+        dec.weight[0, 0] = -1.0
+        dec.weight[0, 6] = dec.weight[0, 7] = 1.0  # x_q comes after r (width d + 4 = 6)
+        out = model.decoder[2]
+        out.weight.zero_(), out.bias.zero_()
+        out.weight[0, 0] = 50.0
+    xs, ys, xq, b = draw("amortization", k=20, n=300)
+    want = xq.sum(1) - xs.mean(1).sum(1) > 0
+    assert ((predict(model, {**b, "k": np.full(300, 20)}) > 0) == want).mean() > 0.99
+
+
 def test_protonet_with_identity_embedding_is_nearest_class_mean():
-    model = ml.build("protonet", d=2, hidden=2, d_embed=2)
+    model = ml.build("protonet_wide", d=2, hidden=2, d_embed=2)
     with torch.no_grad():
         model.embed[0].weight.copy_(torch.eye(2) * 1e-3)  # GELU is linear near 0: embedding ∝ x
         model.embed[0].bias.zero_()
@@ -124,7 +164,7 @@ def test_batch_eval_set_and_bins():
     assert e["name"] == "prototype" and sorted(set(e["k"])) == [1, 2, 3, 4, 5]
     out = binned(np.array([1, 0] * 10, dtype=bool), e["k"], 2)
     assert sum(out["n"]) == 20 and out["k_range"][0][0] == 1 and out["k_range"][-1][1] == 5
-    assert len(set(MetaLearnExperiment.phases)) == len(MetaLearnExperiment.phases) == 20
+    assert len(set(MetaLearnExperiment.phases)) == len(MetaLearnExperiment.phases) == 35
 
 
 def test_targets_flags():
@@ -137,13 +177,18 @@ def test_targets_flags():
                              "prototype_shift", "amortization_shift")} for f in ("pairwise", "prototype", "amortization")}
     results["mixture"] = {t: {m: rec(a - (0.0 if m in ("icl", "optimal") else 0.1)) for m, a in single.items()}
                           for t in ("pairwise", "prototype", "amortization", "unknown")}
+    for f, m in MATCHED.items():  # the matched tied learner is the best classic on its own family
+        results[f][f][m] = rec(0.9)
     t = targets(results)
+    assert t["single_family"]["pairwise"]["regret"]["matchnet"] == pytest.approx(0.06)
     assert all(all(v["pass"].values()) for v in t["single_family"].values())
     assert all(all(v["pass"].values()) for v in t["mixture"].values())
     assert t["unknown"]["mixture"]["pass"]["icl_above_every_classic"] and "unknown" not in t["unknown"]
     assert t["shift"]["prototype"]["pass"]["icl_drops_more"]
     results["prototype"]["prototype"]["protonet"] = rec(0.99)
     assert not targets(results)["single_family"]["prototype"]["pass"]["icl_ge_matched_minus_0.03"]
+    results["prototype"]["prototype"]["protonet"] = rec(0.7)
+    assert not targets(results)["single_family"]["prototype"]["pass"]["matched_lowest_regret"]
 
 
 @pytest.mark.slow

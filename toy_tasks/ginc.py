@@ -10,6 +10,16 @@ index ``e · n_properties + p``:
   towards the identity, ``E = entity_stay · I + (1 − entity_stay) · mix``; the property
   transitions ``P_c`` are the concept — a mix of ``n_properties`` random permutations, drawn
   afresh per concept;
+- the delimiter (``delimiter``): ``shared`` (the default) makes property 0 a plain sentence
+  boundary with the same statistics under every concept — into it with one fixed probability
+  ``1/n_properties`` from every other property, out of it uniformly to the other properties,
+  each concept's permutation mix renormalised over the rest; ``paper`` keeps the paper's
+  construction, where property 0 is one more row and column of every concept's mix, so the
+  transitions into and out of ``/`` are concept-specific. At this size (25 states, 20 symbols)
+  that makes each example boundary strong, misleading evidence about the concept: the
+  pretraining distribution's own Bayes predictor then *falls* with k at example length 3
+  (Xie et al.'s distinguishability condition fails), so ``paper`` shows the theorem from the
+  other side — no in-context learning where the delimiter carries concept information;
 - emission: deterministic, a fixed *memory matrix* ``M (n_entities, n_properties)`` of
   symbols drawn uniformly from 1 … n_symbols − 1, with ``M[:, 0] = 0``: property 0 emits the
   delimiter ``/`` whatever the entity (the paper's structure);
@@ -35,6 +45,7 @@ import numpy as np
 from toy_tasks.example import Example
 
 DELIM = "/"
+DELIMITERS = ("shared", "paper")
 
 
 @dataclass
@@ -51,16 +62,18 @@ class GincTask:
     doc_len: int = 133  # tokens per pretraining block [1024]
     doc_blocks: int = 10  # blocks per document: a block is one of them, drawn uniformly [10240/1024 = 10]
     world_seed: int = 1111  # seed of the memory matrix and every transition matrix [1111]
+    delimiter: str = "shared"  # "shared": "/" a plain boundary under every concept; "paper": concept-specific
 
     def validate(self):
         """Returns ``self``; raises ``ValueError`` naming the field unless n_entities ≥ 1,
         n_properties ≥ 3, n_symbols ≥ 3, n_concepts ≥ 1, transition_temp > 0, start_temp > 0,
-        0 ≤ entity_stay ≤ 1, doc_len ≥ 2 and doc_blocks ≥ 1."""
+        0 ≤ entity_stay ≤ 1, doc_len ≥ 2, doc_blocks ≥ 1 and delimiter ∈ ``DELIMITERS``."""
         checks = [("n_entities", self.n_entities >= 1, ">= 1"), ("n_properties", self.n_properties >= 3, ">= 3"),
                   ("n_symbols", self.n_symbols >= 3, ">= 3"), ("n_concepts", self.n_concepts >= 1, ">= 1"),
                   ("transition_temp", self.transition_temp > 0, "> 0"), ("start_temp", self.start_temp > 0, "> 0"),
                   ("entity_stay", 0 <= self.entity_stay <= 1, "in [0, 1]"), ("doc_len", self.doc_len >= 2, ">= 2"),
-                  ("doc_blocks", self.doc_blocks >= 1, ">= 1")]
+                  ("doc_blocks", self.doc_blocks >= 1, ">= 1"),
+                  ("delimiter", self.delimiter in DELIMITERS, f"one of {DELIMITERS}")]
         for name, ok, need in checks:
             if not ok:
                 raise ValueError(f"{name} must be {need} (got {getattr(self, name)})")
@@ -87,7 +100,7 @@ class GincTask:
         the symbol of each state; ``trans`` (2·n_concepts, n_states, n_states) each concept's
         ``np.kron(entity_T, property_T[c])``. Rows of every matrix sum to 1."""
         return _world(self.n_entities, self.n_properties, self.n_symbols, self.n_concepts,
-                      self.transition_temp, self.start_temp, self.entity_stay, self.world_seed)
+                      self.transition_temp, self.start_temp, self.entity_stay, self.world_seed, self.delimiter)
 
     def transition(self, concept: int) -> np.ndarray:
         """(n_states, n_states) transition matrix of ``concept``: kron(entity_T, property_T[c])."""
@@ -227,7 +240,8 @@ def _permutation_mix(rng, n: int, temp: float) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _world(n_entities, n_properties, n_symbols, n_concepts, transition_temp, start_temp, entity_stay, seed) -> dict:
+def _world(n_entities, n_properties, n_symbols, n_concepts, transition_temp, start_temp, entity_stay, seed,
+           delimiter="paper") -> dict:
     rng = np.random.default_rng(seed)
     memory = rng.integers(1, n_symbols, size=(n_entities, n_properties))
     memory[:, 0] = 0
@@ -236,12 +250,27 @@ def _world(n_entities, n_properties, n_symbols, n_concepts, transition_temp, sta
     property_T = np.stack([_permutation_mix(rng, n_properties, transition_temp) for _ in range(2 * n_concepts)])
     start = np.stack([_softmax(rng.random(n_entities * n_properties) - 0.5, start_temp)
                       for _ in range(2 * n_concepts)])
+    if delimiter == "shared":  # the same random draws as "paper", then the delimiter made concept-free
+        property_T = np.stack([shared_delimiter(p) for p in property_T])
     emit = memory.reshape(-1)  # state e·n_properties + p emits memory[e, p]
     trans = np.stack([np.kron(entity_T, p) for p in property_T])
     for a in (memory, entity_T, property_T, start, trans):
         a.setflags(write=False)
     return {"memory": memory, "entity_T": entity_T, "property_T": property_T, "start": start, "emit": emit,
             "trans": trans}
+
+
+def shared_delimiter(mix: np.ndarray) -> np.ndarray:
+    """(P, P) property transitions with property 0 a concept-free boundary: row 0 uniform over
+    properties 1 … P−1; column 0 equal to 1/P in every other row; the rest of each row ``mix``'s
+    own transitions among 1 … P−1, renormalised to the remaining 1 − 1/P."""
+    n = mix.shape[0]
+    out = np.zeros_like(mix)
+    out[0, 1:] = 1.0 / (n - 1)
+    rest = mix[1:, 1:]
+    out[1:, 1:] = (1 - 1.0 / n) * rest / np.maximum(rest.sum(1, keepdims=True), 1e-300)
+    out[1:, 0] = 1.0 / n
+    return out
 
 
 def _filter(trans: np.ndarray, emit: np.ndarray, seqs: np.ndarray, start=None):

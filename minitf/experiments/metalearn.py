@@ -36,7 +36,8 @@ from minitf.report import format_table
 from toy_tasks.metalearn import FAMILIES, MetaLearnTask, pairwise_normal, tokens
 
 TRAIN_ON = FAMILIES + ("mixture", "unknown")
-LEARNERS = ("icl",) + meta_learners.LEARNERS
+LEARNERS = ("icl",) + meta_learners.KINDS
+CLASSIC = meta_learners.LEARNERS  # the tied (paper-faithful) classic learners the targets are about
 MATCHED = {"pairwise": "matchnet", "prototype": "protonet", "amortization": "cnp"}
 TRAIN_EVAL_TASKS = 512  # tasks of the cheap evaluation during training
 
@@ -54,10 +55,12 @@ def _names(text: str, allowed: tuple, field: str) -> list[str]:
 class MetaLearnSettings:
     # training distributions (each trains every learner): families, mixture, and unknown (not in the default)
     train_on: str = "pairwise,prototype,amortization,mixture"
-    learners: str = "icl,matchnet,protonet,cnp"  # learners to train (the Bayes-optimal one is always scored)
-    meta_steps: int = 1000  # training steps of each classic meta-learner (the transformer uses `steps`)
+    # learners to train (the Bayes-optimal one is always scored): icl, the tied classics, the wide ablation
+    learners: str = "icl,matchnet,protonet,cnp,matchnet_wide,protonet_wide,cnp_wide"
+    meta_steps: int = 1000  # training steps of each wide classic meta-learner (the transformer uses `steps`)
+    tied_steps: int = 2000  # training steps of each tied (paper-faithful) classic learner: tiny, so long is cheap
     meta_lr: float = 3e-3  # peak learning rate of the classic meta-learners
-    meta_width: int = 32  # meta-learners' MLP widths (hidden and embedding); 0 = the paper's: d (MatchNet, ProtoNet), d + 4 (CNP)
+    meta_width: int = 32  # the _wide learners' MLP widths (hidden and embedding); 0 = d (MatchNet, ProtoNet), d + 4 (CNP)
     eval_tasks: int = 3000  # fresh tasks per test set (support sizes 1..n_support in equal shares)
     shifted: bool = True  # also test on each family with shifted inputs (shift_scale, shift_on)
     curve_bins: int = 6  # bins of the support size in `curves` and curves.png
@@ -71,7 +74,7 @@ class MetaLearnSettings:
 
     def validate(self):
         self.train_list(), self.learner_list()
-        for name in ("meta_steps", "curve_bins", "bayes_steps"):
+        for name in ("meta_steps", "tied_steps", "curve_bins", "bayes_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
         if self.meta_width < 0:
@@ -157,7 +160,11 @@ class MetaLearnExperiment(Experiment):
                    "task families, their mixture, an unknown family and shifts (Wu et al. 2025)")
     task_cls = MetaLearnTask
     config_cls = MetaLearnSettings
-    phases = tuple(f"{learner}_{t}" for t in TRAIN_ON for learner in LEARNERS)
+    # data streams follow this order: the wide learners keep the streams the first classic learners
+    # had (same seed ⇒ the same numbers as before under their new names); the tied ones come after
+    phases = (tuple(f"{learner}_{t}" for t in TRAIN_ON for learner in ("icl",) + meta_learners.WIDE)
+              + tuple(f"{learner}_{t}" for t in TRAIN_ON for learner in meta_learners.LEARNERS))
+    main_model = ("icl_mixture",) + tuple(f"icl_{t}" for t in TRAIN_ON)  # minitf.load(run): the transformer
     artifacts = ("matrix.png", "curves.png")
 
     def default_model(self, task) -> ModelConfig:
@@ -181,8 +188,8 @@ class MetaLearnExperiment(Experiment):
         task, cfg = ctx.task, ctx.config
         if ctx.model_cfg.d_input != task.d + 2:
             raise ValueError(f"d_input must be d + 2 = {task.d + 2} for this task (got {ctx.model_cfg.d_input})")
-        meta_cfg = dataclasses.replace(ctx.train_cfg, steps=cfg.meta_steps, lr=cfg.meta_lr, eval_every=0,
-                                       checkpoint_every=cfg.meta_steps)
+        meta_cfg = {steps: dataclasses.replace(ctx.train_cfg, steps=steps, lr=cfg.meta_lr, eval_every=0,
+                                               checkpoint_every=steps) for steps in (cfg.meta_steps, cfg.tied_steps)}
         tests = {name: eval_set(task, ctx.eval_rng(i), cfg.eval_tasks, name)
                  for i, name in enumerate(self.test_sets(task, cfg))}
         optimal = {name: bayes_predict(task, b, cfg.bayes_steps) for name, b in tests.items()}
@@ -199,9 +206,9 @@ class MetaLearnExperiment(Experiment):
                     model, train_cfg = ctx.new_model(), None
                 else:
                     torch.manual_seed(ctx.train_cfg.seed)
-                    width = cfg.meta_width or (task.d + 4 if learner == "cnp" else task.d)
+                    width = cfg.meta_width or (task.d + 4 if learner == "cnp_wide" else task.d)
                     model = meta_learners.build(learner, task.d, width, width).to(ctx.train_cfg.device)
-                    train_cfg = meta_cfg
+                    train_cfg = meta_cfg[cfg.tied_steps if learner in CLASSIC else cfg.meta_steps]
                 ctx.train(model, make_sample(task, train_on), phase=f"{learner}_{train_on}", evaluate=evaluate,
                           train_cfg=train_cfg)
                 model.eval()
@@ -211,6 +218,10 @@ class MetaLearnExperiment(Experiment):
                     preds.setdefault("optimal", {})[name] = p > 0.5
             results[train_on] = {name: {lrn: record(preds[lrn][name] == b["yq"]) for lrn in preds}
                                  for name, b in tests.items()}
+            for row in results[train_on].values():  # regret to the Bayes learner on the same tasks
+                if "optimal" in row:
+                    for lrn, rec in row.items():
+                        rec["regret"] = row["optimal"]["acc"] - rec["acc"]
             curves[train_on] = {name: {lrn: binned(preds[lrn][name] == b["yq"], b["k"], cfg.curve_bins)
                                        for lrn in preds} for name, b in tests.items()}
         return {"results": results, "curves": curves, "test_on": list(tests), "n_support": task.n_support,
@@ -257,34 +268,44 @@ def targets(results: dict) -> dict:
     for f in FAMILIES:
         icl, matched = _acc(results, f, f, "icl"), _acc(results, f, f, MATCHED[f])
         others = {m: _acc(results, f, f, m) for m in MATCHED.values() if m != MATCHED[f]}
+        optimal = _acc(results, f, f, "optimal")
         if icl is not None and matched is not None and None not in others.values():
-            out["single_family"][f] = {"icl": icl, "matched": MATCHED[f], "matched_acc": matched, "mismatched": others,
-                                       "pass": {"icl_ge_matched_minus_0.03": icl >= matched - 0.03,
-                                                "icl_gt_each_mismatched_plus_0.05": all(icl > o + 0.05
-                                                                                        for o in others.values())}}
+            v = {"icl": icl, "matched": MATCHED[f], "matched_acc": matched, "mismatched": others,
+                 "pass": {"icl_ge_matched_minus_0.03": icl >= matched - 0.03,
+                          "icl_gt_each_mismatched_plus_0.05": all(icl > o + 0.05 for o in others.values())}}
+            if optimal is not None:  # judged by regret to the Bayes learner (its ceiling is the Bayes accuracy)
+                regret = {m: optimal - a for m, a in {"icl": icl, MATCHED[f]: matched, **others}.items()}
+                wide = {m: optimal - a for m in meta_learners.WIDE if (a := _acc(results, f, f, m)) is not None}
+                v.update(optimal=optimal, regret=regret, regret_wide=wide,
+                         mismatched_ceiling=optimal - max(others.values()))
+                v["pass"].update({"matched_lowest_regret": regret[MATCHED[f]] < min(regret[m] for m in others),
+                                  "icl_regret_le_matched_plus_0.01": regret["icl"] <= regret[MATCHED[f]] + 0.01})
+            out["single_family"][f] = v
         singles = {m: _acc(results, f, f, m) for m in LEARNERS}
         mixed = {m: _acc(results, "mixture", f, m) for m in LEARNERS}
-        if None not in singles.values() and None not in mixed.values():
+        singles = {m: a for m, a in singles.items() if a is not None and mixed[m] is not None}
+        mixed = {m: mixed[m] for m in singles}
+        if {"icl", *CLASSIC} <= set(singles):
             best = max(singles.values())
-            drops = {m: singles[m] - mixed[m] for m in LEARNERS}
+            drops = {m: singles[m] - mixed[m] for m in singles}  # = the growth of the regret (same tasks, same Bayes)
             out["mixture"][f] = {"icl_mixture": mixed["icl"], "best_single": best, "drop": drops,
                                  "pass": {"icl_ge_best_single_minus_0.03": mixed["icl"] >= best - 0.03,
-                                          "classic_drop_more": all(drops[m] > drops["icl"]
-                                                                   for m in meta_learners.LEARNERS)}}
+                                          "classic_drop_more": all(drops[m] > drops["icl"] for m in CLASSIC)}}
         shifted = {m: (_acc(results, f, f, m), _acc(results, f, f"{f}_shift", m)) for m in ("icl", "optimal")}
         if all(a is not None and b is not None for a, b in shifted.values()):
             drop = {m: a - b for m, (a, b) in shifted.items()}
             out["shift"][f] = {"drop": drop, "pass": {"icl_drops_more": drop["icl"] > drop["optimal"]}}
     for train_on in ("unknown", "mixture"):  # trained on the family itself; trained on the mixture
-        unknown = {m: _acc(results, train_on, "unknown", m) for m in LEARNERS}
-        if None not in unknown.values():
+        unknown = {m: a for m in LEARNERS if (a := _acc(results, train_on, "unknown", m)) is not None}
+        if {"icl", *CLASSIC} <= set(unknown):
             out.setdefault("unknown", {})[train_on] = {
                 "acc": unknown, "optimal": _acc(results, train_on, "unknown", "optimal"),
-                "pass": {"icl_above_every_classic": all(unknown["icl"] > unknown[m] for m in meta_learners.LEARNERS)}}
+                "pass": {"icl_above_every_classic": all(unknown["icl"] > unknown[m] for m in CLASSIC)}}
     if out["mixture"]:
-        mean = {m: float(np.mean([v["drop"][m] for v in out["mixture"].values()])) for m in LEARNERS}
+        shared = set.intersection(*(set(v["drop"]) for v in out["mixture"].values()))
+        mean = {m: float(np.mean([v["drop"][m] for v in out["mixture"].values()])) for m in LEARNERS if m in shared}
         out["mixture_mean_drop"] = {"drop": mean, "pass": {"classic_drop_more": all(
-            mean[m] > mean["icl"] for m in meta_learners.LEARNERS)}}
+            mean[m] > mean["icl"] for m in CLASSIC)}}
     return out
 
 
@@ -299,11 +320,21 @@ def describe_targets(t: dict) -> str:
         lines.append(f"  {f}: icl {v['icl']:.3f} vs matched {v['matched']} {v['matched_acc']:.3f} "
                      f"({flag(v['pass']['icl_ge_matched_minus_0.03'])}); mismatched {mism} "
                      f"({flag(v['pass']['icl_gt_each_mismatched_plus_0.05'])})")
+        if "regret" in v:
+            reg = ", ".join(f"{m} {r:+.3f}" for m, r in {**v["regret"], **v["regret_wide"]}.items())
+            lines.append(f"    regret to Bayes ({v['optimal']:.3f}): {reg}; matched lowest of the tied "
+                         f"classics {flag(v['pass']['matched_lowest_regret'])}; icl ≤ matched + 0.01 "
+                         f"{flag(v['pass']['icl_regret_le_matched_plus_0.01'])}")
     for f, v in t["mixture"].items():
         drops = ", ".join(f"{m} {d:+.3f}" for m, d in v["drop"].items())
         lines.append(f"  mixture on {f}: icl {v['icl_mixture']:.3f} vs best single {v['best_single']:.3f} "
                      f"({flag(v['pass']['icl_ge_best_single_minus_0.03'])}); drops {drops} "
                      f"({flag(v['pass']['classic_drop_more'])})")
+    if "mixture_mean_drop" in t:
+        v = t["mixture_mean_drop"]
+        lines.append("  regret growth from single family to mixture (mean over families): "
+                     + ", ".join(f"{m} {d:+.3f}" for m, d in v["drop"].items())
+                     + f" (every tied classic grows more than icl: {flag(v['pass']['classic_drop_more'])})")
     for train_on, v in t.get("unknown", {}).items():
         accs = ", ".join(f"{m} {a:.3f}" for m, a in v["acc"].items())
         lines.append(f"  unknown family, trained on {train_on}: {accs}; optimal {v['optimal']:.3f} "

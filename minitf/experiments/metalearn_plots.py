@@ -6,7 +6,8 @@ from minitf.report import plt, save_figure
 
 STYLES = {"icl": dict(color="black", linewidth=2.2), "matchnet": dict(color="tab:green"),
           "protonet": dict(color="tab:blue"), "cnp": dict(color="tab:orange"),
-          "optimal": dict(color="grey", linestyle="--")}
+          "matchnet_wide": dict(color="tab:green", linestyle=":"), "protonet_wide": dict(color="tab:blue", linestyle=":"),
+          "cnp_wide": dict(color="tab:orange", linestyle=":"), "optimal": dict(color="grey", linestyle="--")}
 
 
 def plot_matrix(run_dir: str, report: dict, filename: str = "matrix.png") -> str:
