@@ -64,9 +64,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.skip_nonfinite is not None:
         args.overrides.append(f"skip_nonfinite={args.skip_nonfinite}")
-    if args.facts is not None:
-        args.overrides.append(f"facts_file={args.facts}")
     try:
+        if args.facts is not None:
+            args.overrides.append(f"facts_file={args.facts}")
+            check_takes_facts(args.experiment, args.resume)
         from minitf import runs
 
         common = dict(out=args.out, seed=args.seed, overrides=args.overrides, device=args.device,
@@ -125,6 +126,23 @@ def main(argv=None) -> int:
     return 0
 
 
+def check_takes_facts(experiment, resume) -> None:
+    """``--facts`` sets the task's ``facts_file``: refuse it, in the user's terms, for an
+    experiment whose task reads no facts file (``--resume`` refuses it on its own)."""
+    import dataclasses
+
+    from minitf import runs
+    from minitf.experiments import EXPERIMENTS
+
+    if resume:
+        return
+    exp, _ = runs.resolve_experiment(experiment)
+    if "facts_file" not in {f.name for f in dataclasses.fields(exp.task_cls)}:
+        takes = [n for n, e in EXPERIMENTS.items() if "facts_file" in {f.name for f in dataclasses.fields(e.task_cls)}]
+        raise UsageError(f"experiment {exp.name!r} takes no facts file; --facts is for {', '.join(takes)} "
+                         "(docs/headline.md#your-own-facts): drop --facts or choose one of them")
+
+
 def say(line: str) -> None:
     """An error line on stderr; under torchrun from process 0 only (every process meets the same error).
     The others wait a few seconds before exiting: torchrun stops every process when the first one
@@ -146,5 +164,80 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+class PipeSafe:
+    """A standard stream that survives its reader going away (``python train.py --show-config |
+    head``): on a broken pipe the stream's file descriptor is pointed at os.devnull and the
+    command goes on quietly (a run still finishes). Everything else is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def _silence(self) -> None:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self._stream.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            os.close(devnull)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def guard_streams() -> None:
+    """Standard streams as they may really be: a closed one (``2>&-``, ``>&-``, ``<&-``, a daemon)
+    gets its descriptor back — onto the other output stream (said once, there) or os.devnull — so
+    no file minitf opens can take descriptor 1 or 2 and receive stray output, and no write fails
+    on a missing stream; stdout and stderr survive a closed pipe (``PipeSafe``)."""
+    import os
+
+    def is_open(fd):
+        try:
+            os.fstat(fd)
+            return True
+        except OSError:
+            return False
+
+    closed = [fd for fd in (0, 1, 2) if not is_open(fd)]
+    notes = []
+    for fd in closed:  # lowest first, so an os.open here cannot land on another closed one
+        other = {1: 2, 2: 1}.get(fd)
+        if other is not None and other not in closed:
+            os.dup2(other, fd)
+            notes.append(f"note: {('stdout', 'stderr')[fd - 1]} is closed; its messages go to "
+                         f"{('stdout', 'stderr')[other - 1]}")
+        else:
+            target = os.open(os.devnull, os.O_RDONLY if fd == 0 else os.O_WRONLY)
+            if target != fd:
+                os.dup2(target, fd)
+                os.close(target)
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        stream = getattr(sys, name)
+        if fd in closed or stream is None:
+            stream = open(fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+        setattr(sys, name, PipeSafe(stream))
+    if 0 in closed or sys.stdin is None:
+        sys.stdin = open(0, closefd=False)
+    for note in notes:
+        print(note, file=sys.stdout if "go to stdout" in note else sys.stderr, flush=True)
+
+
 if __name__ == "__main__":
+    guard_streams()
     sys.exit(main())

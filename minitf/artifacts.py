@@ -14,6 +14,7 @@ tells the two apart, so ``--overwrite`` replaces minitf's artifacts and nothing 
 | loss.png, <experiment's> | the runner / experiment   | plots                                           |
 | report.json              | the runner, last          | the results; its presence marks a finished run  |
 | sweep.json               | the sweep runner          | one row per grid cell                           |
+| .lock                    | the process writing       | the writer's pid; flock-ed while a run writes   |
 """
 import fnmatch
 import os
@@ -27,6 +28,7 @@ REPORT = "report.json"
 LOSS_PLOT = "loss.png"
 SWEEP = "sweep.json"
 TMP_PREFIX = ".tmp-"  # atomic writes go through temp files named like this
+LOCK = ".lock"  # flock-ed by the one process writing the run folder (minitf.fileio.lock_run_folder)
 
 RUN_FILES = (CONFIG, VOCAB, METRICS, WEIGHTS, TRAINER_STATE, REPORT, LOSS_PLOT)
 _PATTERNS = ("model-*.safetensors", TMP_PREFIX + "*")

@@ -9,6 +9,7 @@ says what is wrong and what to do.
 import io
 import json
 import os
+import struct
 
 import torch
 from safetensors import SafetensorError
@@ -16,10 +17,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from minitf.artifacts import CONFIG, TRAINER_STATE, VOCAB, WEIGHTS, phase_weights
-from minitf.config import ModelConfig, from_dict
+from minitf.config import ARCHITECTURE_FIELDS, ModelConfig, architecture, from_dict
 from minitf.data import Vocab
 from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError
-from minitf.fileio import atomic_write_bytes, atomic_write_json
+from minitf.fileio import atomic_write_bytes, atomic_write_json, to_json
 
 __all__ = ["CONFIG", "VOCAB", "WEIGHTS", "TRAINER_STATE", "save_weights", "load_weights", "load", "unwrap"]
 
@@ -52,13 +53,56 @@ def strip_wrapper_prefixes(tensors: dict) -> dict:
 
 
 def save_weights(model: torch.nn.Module, path) -> None:
-    """Weights as safetensors, the config in its metadata; a compiled / DDP model saves the
-    plain model's keys, so the file loads into ``Transformer(cfg)``."""
+    """Weights as safetensors, the config in its metadata (``config``, and ``architecture``: the
+    fields that decide what the weights compute, checked by every load); a compiled / DDP model
+    saves the plain model's keys, so the file loads into ``Transformer(cfg)``."""
     model = unwrap(model)
     # Clone so tied (shared) tensors serialize as separate entries, which safetensors requires.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    metadata = {"config": json.dumps(vars(model.cfg), sort_keys=True)}
+    metadata = {"config": to_json(vars(model.cfg), sort_keys=True),
+                "architecture": to_json(architecture(model.cfg), sort_keys=True)}
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
+
+
+def saved_architecture(data: bytes) -> dict | None:
+    """The architecture a safetensors file's metadata records (``architecture``, or for files
+    written before it existed the same fields of ``config``); None for a file without either (an
+    old or foreign file: loaded on names and shapes alone)."""
+    try:
+        (size,) = struct.unpack("<Q", data[:8])
+        meta = json.loads(data[8:8 + size]).get("__metadata__") or {}
+        if "architecture" in meta:
+            return json.loads(meta["architecture"])
+        if "config" in meta:
+            config = json.loads(meta["config"])
+            if "kind" in config:  # a meta-learner's config: every field is architecture
+                return config
+            return {k: config[k] for k in ARCHITECTURE_FIELDS if k in config}
+    except (struct.error, ValueError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def check_architecture(model: torch.nn.Module, saved: dict | None, where) -> None:
+    """Raise ``CheckpointError`` when weights saved under the architecture ``saved`` (from their
+    metadata) would compute something else in ``model``: a field that differs (e.g.
+    ``tie_embeddings``, ``positional``, ``n_heads``, ``attention``), named with both values. Fields
+    the file does not record are not compared (old files load as before)."""
+    mine = architecture(getattr(unwrap(model), "cfg", None))
+    if not saved or not mine:
+        return
+    kinds = {str(d.get("kind", "Transformer")) for d in (saved, mine)}
+    if len(kinds) > 1:
+        theirs = saved.get("kind", "Transformer")
+        raise CheckpointError(f"{where} holds the weights of a {theirs} model, not of a {mine.get('kind', 'Transformer')}"
+                              "; load it with minitf.load(RUN_DIR, model=NAME), which builds the model it was saved from")
+    diff = [k for k in mine if k in saved and saved[k] != mine[k]]
+    if diff:
+        said = ", ".join(f"{k}={saved[k]!r}" for k in diff[:3])
+        have = ", ".join(f"{k}={mine[k]!r}" for k in diff[:3])
+        raise CheckpointError(f"{where} does not match the model config: it was saved from a model with {said}, "
+                              f"this model has {have} (the weights would compute something else); load it with the "
+                              "config it was saved with (the config.json saved beside it), or retrain")
 
 
 def load_weights(model: torch.nn.Module, path) -> None:
@@ -69,10 +113,12 @@ def load_weights(model: torch.nn.Module, path) -> None:
         raise CheckpointNotFoundError(f"weights file {path} does not exist")
     try:
         with open(path, "rb") as f:
-            tensors = load_safetensors(f.read())
+            data = f.read()
+        tensors = load_safetensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"weights file {path} is corrupt or truncated ({e}); "
                               "resume from an earlier run or retrain") from None
+    check_architecture(model, saved_architecture(data), f"weights file {path}")
     _load_state_dict(unwrap(model), strip_wrapper_prefixes(tensors), path)
 
 
@@ -137,7 +183,7 @@ def read_run_config(run_dir) -> dict:
     if not os.path.exists(path):
         raise CheckpointNotFoundError(f"{path} does not exist: {run_dir} is not a minitf run folder")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # an editor's byte-order mark is not corruption
             data = json.load(f)
         data["model"]  # noqa: B018 — presence check
         return data
@@ -150,44 +196,121 @@ def write_run_config(run_dir, data: dict) -> None:
     atomic_write_json(os.path.join(run_dir, CONFIG), data)
 
 
-def load(path, phase: str | None = None, device=None):
+def model_names(run_dir) -> list[str]:
+    """The names of the models a run folder holds, one per ``model-<name>.safetensors`` (the
+    weights at the end of each phase), sorted."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(n[len("model-"):-len(".safetensors")] for n in os.listdir(run_dir)
+                  if n.startswith("model-") and n.endswith(".safetensors"))
+
+
+def default_model(run_dir, data: dict | None = None) -> str | None:
+    """The name of the model ``minitf.load(run_dir)`` loads: the first of the experiment's
+    ``main_model`` names (recorded in config.json as ``"default_model"``; for runs made before,
+    the registered experiment's) whose weights the folder holds; None when the experiment names
+    none (then ``model.safetensors``, the last phase trained, is the default)."""
+    data = read_run_config(run_dir) if data is None else data
+    names = data.get("default_model")
+    if names is None:
+        from minitf.experiments import EXPERIMENTS
+
+        experiment = EXPERIMENTS.get(data.get("experiment"))
+        names = list(getattr(experiment, "main_model", ()) or ())
+    if isinstance(names, str):
+        names = [names]
+    have = set(model_names(run_dir))
+    return next((n for n in names if n in have), None)
+
+
+def models(run_dir) -> dict:
+    """``{"default": name or None, "names": [...]}``: the model ``minitf.load(run_dir)`` loads
+    (None: ``model.safetensors``, the last phase trained) and every name ``minitf.load(run_dir,
+    model=NAME)`` takes."""
+    return {"default": default_model(run_dir), "names": model_names(run_dir)}
+
+
+def load(path, phase: str | None = None, device=None, model: str | None = None):
     """``model, vocab = minitf.load(PATH)``: a trained model (eval mode, vocab attached) and its vocab.
 
     ``path`` is a run folder or a ``.safetensors`` file inside one (its config.json and
-    vocab.json are read from the same folder). A run folder loads ``model.safetensors``, the
-    weights at the end of the run — for a multi-phase run (headline, semantic) that is the
-    last phase trained (e.g. ``phase2_self``); ``phase="phase1"`` loads
-    ``model-phase1.safetensors`` instead. ``device``: where to put the model (default CPU).
-    Raises ``CheckpointNotFoundError`` / ``CheckpointError`` with the fix.
+    vocab.json are read from the same folder). A run folder holds one model per phase
+    (``model-<name>.safetensors``); ``model="control"`` loads the one named so (``phase=`` is the
+    same argument under its older name), and a name it does not hold is a
+    ``CheckpointNotFoundError`` listing the names it does. Without a name it loads the run's
+    default model: the one its experiment names (ginc: ``mixture``, not the ``control``;
+    semantic: ``structured_phase2``; metalearn: the transformer, ``icl_mixture`` when trained),
+    else ``model.safetensors``, the last phase trained (headline: e.g. ``phase2_self``).
+    ``minitf.checkpoint.models(run_dir)`` lists the default and every name; the loaded model's
+    ``run_model`` attribute says which it is. A model that is not a Transformer (metalearn's
+    matching / prototypical networks and CNP) is built from the config saved with its weights.
+    ``device``: where to put the model (default CPU). Raises ``CheckpointNotFoundError`` /
+    ``CheckpointError`` with the fix.
     """
     from minitf.model import Transformer
 
+    if phase is not None and model is not None and phase != model:
+        raise CheckpointError(f"pass the model's name once: model={model!r} or phase={phase!r}, not both")
+    name = model if model is not None else phase
     path = os.fspath(path)
     if path.endswith(".safetensors") and not os.path.isdir(path):
-        if phase is not None:
-            raise CheckpointError("pass either a .safetensors file or phase=..., not both")
+        if name is not None:
+            raise CheckpointError("pass either a .safetensors file or model=NAME, not both")
         run_dir, weights = os.path.dirname(path) or ".", path
         if not os.path.exists(weights):
             raise CheckpointNotFoundError(f"weights file {weights} does not exist")
+        data = read_run_config(run_dir)
+        base = os.path.basename(path)
+        name = base[len("model-"):-len(".safetensors")] if base.startswith("model-") else None
     else:
         run_dir = path
-        weights = os.path.join(run_dir, phase_weights(phase) if phase else WEIGHTS)
-    data = read_run_config(run_dir)
-    if phase is not None and not os.path.exists(weights):
-        have = sorted(n[len("model-"):-len(".safetensors")] for n in os.listdir(run_dir)
-                      if n.startswith("model-") and n.endswith(".safetensors"))
-        raise CheckpointNotFoundError(f"{run_dir} has no weights for phase {phase!r}; phases saved: "
-                                      f"{', '.join(have) or 'none'}")
+        data = read_run_config(run_dir)
+        have = model_names(run_dir)
+        if name is None:
+            name = default_model(run_dir, data)
+        elif name not in have:
+            raise CheckpointNotFoundError(f"{run_dir} has no model (phase) named {name!r}; phases saved: "
+                                          f"{', '.join(have) or 'none'}; load one with minitf.load(run_dir, model=NAME)")
+        weights = os.path.join(run_dir, phase_weights(name) if name else WEIGHTS)
     try:
         cfg = from_dict(ModelConfig, data["model"]).validate()
     except ConfigError as e:
         raise CheckpointError(f"{os.path.join(run_dir, CONFIG)} holds an invalid model config: {e}") from None
-    model = Transformer(cfg)
-    load_weights(model, weights)
     vocab = Vocab.load(os.path.join(run_dir, VOCAB))
-    if len(vocab) > cfg.vocab_size:
-        raise CheckpointError(f"vocab.json has {len(vocab)} tokens but the model only {cfg.vocab_size}")
-    model.vocab = vocab
+    other = _saved_meta_learner(weights)
+    if other is not None:  # a meta-learner (metalearn's matching / prototypical networks, CNP)
+        net = other
+        load_weights(net, weights)
+    else:
+        net = Transformer(cfg)
+        load_weights(net, weights)
+        if len(vocab) > cfg.vocab_size:
+            raise CheckpointError(f"vocab.json has {len(vocab)} tokens but the model only {cfg.vocab_size}")
+    net.vocab = vocab
+    net.run_model = name or "model"
     if device is not None:
-        model = model.to(device)
-    return model.eval(), vocab
+        net = net.to(device)
+    return net.eval(), vocab
+
+
+def _saved_meta_learner(weights):
+    """An untrained meta-learner built from the config in ``weights``' metadata when the file holds
+    one (its config has a ``kind``), else None."""
+    if not os.path.exists(weights):
+        return None
+    with open(weights, "rb") as f:
+        head = f.read(8)
+        try:
+            (size,) = struct.unpack("<Q", head)
+            meta = json.loads(f.read(min(size, 1 << 24))).get("__metadata__") or {}
+            config = json.loads(meta.get("config", "{}"))
+        except (struct.error, ValueError, TypeError, AttributeError):
+            return None
+    if not isinstance(config, dict) or "kind" not in config:
+        return None
+    from minitf import meta_learners
+
+    try:
+        return meta_learners.build(config["kind"], config["d"], config.get("hidden", 64), config.get("d_embed", 32))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"weights file {weights} holds a meta-learner with an invalid config ({e})") from None

@@ -6,6 +6,7 @@ user never has to say which config a key belongs to. Validation collects one cle
 message per problem and raises them together before any work starts.
 """
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 
@@ -49,7 +50,7 @@ class ModelConfig:
     def validate(self) -> "ModelConfig":
         """Check every field; returns ``self`` if all are valid, else raises one ``ConfigError``
         listing every problem (with a valid fix for a d_model / n_heads * d_head mismatch)."""
-        problems = []
+        problems = value_problems(self)
         for name in ("n_layers", "d_model", "n_heads", "d_head", "vocab_size", "n_ctx"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -82,6 +83,26 @@ class ModelConfig:
         return self
 
 
+# The ModelConfig fields that decide what a model computes from its weights (the rest — init_std,
+# attn_impl, n_ctx — change only the initialisation, the backend or the longest input). Saved with
+# every weights file and trainer state; a load refuses weights saved under other values.
+ARCHITECTURE_FIELDS = ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "vocab_size", "positional",
+                       "layer_norm", "tie_embeddings", "conv_kernel", "d_input", "attention")
+
+
+def architecture(cfg) -> dict:
+    """``{field: value}`` of what a model with config ``cfg`` computes: the ``ARCHITECTURE_FIELDS``
+    of a ModelConfig, every field of another config dataclass (e.g. a meta-learner's), ``{}``
+    for None."""
+    if cfg is None:
+        return {}
+    if isinstance(cfg, ModelConfig):
+        return {name: getattr(cfg, name) for name in ARCHITECTURE_FIELDS}
+    if dataclasses.is_dataclass(cfg):
+        return dataclasses.asdict(cfg)
+    return dict(vars(cfg))
+
+
 @dataclass
 class TrainConfig:
     """The optimisation schedule (steps, batch, AdamW, evaluation/checkpoint cadence, device).
@@ -103,7 +124,7 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every field; returns ``self`` if all are valid, else raises one ``ConfigError``
         listing every problem."""
-        problems = []
+        problems = value_problems(self)
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1 (got {getattr(self, name)})")
@@ -120,6 +141,34 @@ class TrainConfig:
         return self
 
 
+# What the consumers of numeric settings accept, in one place (``value_problems``, which every
+# config's validation runs: model, train, task and experiment settings alike):
+# - a float is finite: every float setting feeds arithmetic (lr, init_std, fractions, noise) where
+#   NaN / inf fails later, mid-run, or trains silently on NaN;
+# - an int fits torch's and numpy's int64;
+# - a key in ``LIMITS`` lies in its range: the seed feeds ``np.random.default_rng`` (no negative
+#   seeds) and ``torch.manual_seed`` (at most 2**64 - 1); 0 <= seed < 2**32 suits both.
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+LIMITS = {"seed": (0, 2 ** 32 - 1, "numpy's and torch's seed range")}
+
+
+def value_problems(cfg) -> list[str]:
+    """One line per field of the config dataclass ``cfg`` whose value its consumer cannot take:
+    a non-finite float, an int outside int64, a ``LIMITS`` key outside its range."""
+    problems = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number (got {value})")
+        elif isinstance(value, int):
+            lo, hi, why = LIMITS.get(f.name, (*INT64, "a 64-bit integer"))
+            if not lo <= value <= hi:
+                problems.append(f"{f.name} must be in {lo}..{hi}, {why} (got {value})")
+    return problems
+
+
 def _head_fix(d_model: int, n_heads: int, d_head: int) -> str:
     """A suggested fix that is itself valid: n_heads * d_head == d_model afterwards."""
     fixes = []
@@ -132,6 +181,8 @@ def _head_fix(d_model: int, n_heads: int, d_head: int) -> str:
 
 
 def _raise(problems, what):
+    nonfinite = {p.split()[0] for p in problems if "must be a finite number" in p}  # say it once per field
+    problems = [p for p in problems if "must be a finite number" in p or p.split()[0] not in nonfinite]
     if len(problems) == 1:
         raise ConfigError(f"invalid {what}: {problems[0]}")
     if problems:

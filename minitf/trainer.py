@@ -16,7 +16,9 @@ import json
 import math
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -28,10 +30,10 @@ from tqdm import tqdm
 from minitf import checkpoint
 from minitf.artifacts import METRICS, TRAINER_STATE, WEIGHTS, phase_weights
 from minitf.checkpoint import unwrap
-from minitf.config import TrainConfig
+from minitf.config import TrainConfig, architecture
 from minitf.data import Batch
 from minitf.errors import CheckpointError, NonFiniteLossError
-from minitf.fileio import atomic_write_bytes, remove_stale_temp_files
+from minitf.fileio import append_json_line, atomic_write_bytes, isatty, remove_stale_temp_files
 
 
 def keep_freed_memory() -> bool:
@@ -127,7 +129,7 @@ class Progress:
     and each evaluation's numbers, so a log shows the run is alive."""
 
     def __init__(self, phase: str, total: int, start: int):
-        self.enabled = not sys.stderr.isatty()
+        self.enabled = not isatty(sys.stderr)  # also without a stderr (2>&-) or one lacking isatty
         self.phase, self.total, self.next_step = phase, total, start
         self.every = max(1, total // 10)
         self.last = time.perf_counter()
@@ -150,6 +152,46 @@ class Progress:
     @staticmethod
     def _print(line: str) -> None:
         print(line, flush=True)
+
+
+def progress_bar(total: int, initial: int, desc: str, enabled: bool = True) -> tqdm:
+    """A tqdm bar on stderr, shown only when stderr is a terminal (never on a closed stderr,
+    ``2>&-``, nor on a stream without ``isatty``, where tqdm itself would fail)."""
+    show = enabled and isatty(sys.stderr)
+    return tqdm(total=total, initial=initial, desc=desc, disable=not show, leave=False,
+                file=sys.stderr if show else None)
+
+
+class StopAtStepEnd:
+    """While training (main thread, single process), Ctrl-C (SIGINT) does not cut a step in half:
+    it sets ``requested`` and the trainer stops at the end of the step, after writing a checkpoint
+    (atomically), so ``--resume`` continues from there and equals an uninterrupted run. A second
+    Ctrl-C stops at once (the last checkpoint stays). Elsewhere (a worker thread, torchrun) it
+    changes nothing: Ctrl-C interrupts as usual."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: stopping at the end of this step after writing a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr if sys.stderr is not None else sys.stdout, flush=True)
+
+    def __enter__(self) -> "StopAtStepEnd":
+        if self.enabled:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handler)
+            except ValueError:  # not the main thread of the main interpreter
+                self.enabled = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
 
 
 class Trainer:
@@ -195,7 +237,7 @@ class Trainer:
                                      f"'{self.phase}'; nothing was saved. Lower lr or raise warmup and start again")
         state = {"phase": self.phase, "step": self.step, "phases_done": phases_done,
                  "model": model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "torch_rng": torch.get_rng_state()}
+                 "torch_rng": torch.get_rng_state(), "architecture": architecture(getattr(model, "cfg", None))}
         if self.writes:
             checkpoint.save_trainer_state(self.state_path, state)
             checkpoint.save_weights(model, os.path.join(self.run_dir, WEIGHTS))
@@ -212,6 +254,7 @@ class Trainer:
         """Load weights, optimizer, torch RNG state and step from a ``load_trainer_state`` dict, then
         drop this phase's metrics rows logged after that step. Raises ``CheckpointError`` if the
         state does not fit this model/config."""
+        checkpoint.check_architecture(unwrap(self.model), state.get("architecture"), self.state_path)
         try:
             unwrap(self.model).load_state_dict(checkpoint.strip_wrapper_prefixes(state["model"]))
             self.optimizer.load_state_dict(state["optimizer"])
@@ -244,8 +287,7 @@ class Trainer:
         (process 0 only, under torchrun)."""
         if not self.writes:
             return
-        with open(os.path.join(self.run_dir, METRICS), "a") as f:
-            f.write(json.dumps({"phase": self.phase, **row}) + "\n")
+        append_json_line(os.path.join(self.run_dir, METRICS), {"phase": self.phase, **row})
 
     # -- loop ----------------------------------------------------------------------------
     def fit(self, resume_state: dict | None = None, phases_before: list[str] = ()) -> None:
@@ -263,11 +305,23 @@ class Trainer:
                 self._truncate_metrics()
         model, cfg = self.model.to(self.device).train(), self.cfg
         forward = self._data_parallel(model) if self.world > 1 else None
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=self.phase, disable=None if self.writes else True,
-                   leave=False)
+        bar = progress_bar(cfg.steps, self.step, self.phase, enabled=self.writes)
         self.progress = Progress(self.phase, cfg.steps, self.step) if self.writes else None
+        with StopAtStepEnd(enabled=self.world == 1) as stop:
+            self._loop(model, cfg, forward, bar, stop, phases_done)
+            bar.close()
+            self.finish(phases_done)
+            if stop.requested:  # Ctrl-C during the phase's end: it finished; stop before the next phase
+                raise KeyboardInterrupt
+
+    def _loop(self, model, cfg, forward, bar, stop: "StopAtStepEnd", phases_done: list[str]) -> None:
         t0, tokens_seen = time.perf_counter(), 0
         while self.step < cfg.steps:
+            if stop.requested:  # Ctrl-C: keep every finished step (atomic checkpoint), then stop
+                if self.step != self.last_checkpoint_step and self.step > 0:
+                    self.save_checkpoint(phases_done)
+                bar.close()
+                raise KeyboardInterrupt
             batch = self.batch_fn(self.step)
             tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
             lr = lr_at(self.step, cfg)
@@ -302,8 +356,6 @@ class Trainer:
                 self.run_eval()
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
                 self.save_checkpoint(phases_done)
-        bar.close()
-        self.finish(phases_done)
 
     def finish(self, phases_done: list[str]) -> None:
         """End of phase: the final evaluation, the phase's weights, and a checkpoint marking it done."""

@@ -12,7 +12,7 @@ augmentation), and optional category premises the place of the generated categor
 
 ``load_user_facts`` reads and checks it before any work and raises ValueError, one line per
 problem: ``<file>: <entry, e.g. facts[3]>: <problem>: <fix>``. The rules (each one checked):
-- the file exists, is UTF-8 JSON, an object with "inverses" (object), "facts" (list) and
+- the file exists, is UTF-8 JSON (a byte-order mark is allowed), an object with "inverses" (object), "facts" (list) and
   optionally "categories" (list), no other key, no key twice in one object;
 - every word is a non-empty string without whitespace (a word is one token), not a function
   token (``<bos> . ? all no are <pad>``) and not a generated entity name of the task;
@@ -125,7 +125,8 @@ def _read(path: str) -> tuple[dict, bytes]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_Object)
+        # utf-8-sig: a UTF-8 byte-order mark (Notepad, Excel exports) is allowed and skipped
+        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_Object)
     except FileNotFoundError:
         fail.add("file", f"not found (working directory {os.getcwd()}): check the path")
     except OSError as e:

@@ -63,6 +63,9 @@ class Experiment(abc.ABC):
     artifacts:   extra files the experiment writes into the run folder (its PNGs), so
                  ``--overwrite`` knows them as minitf's
     sweep_grid:  ``{key: (values...)}`` that ``--sweep`` runs (every combination)
+    main_model:  the phase names whose weights ``minitf.load(run_dir)`` loads by default, the first
+                 one the run trained (e.g. ``("mixture",)`` rather than a control trained after it);
+                 empty: the last phase trained. Any phase loads by name: ``minitf.load(run_dir, model=NAME)``
     """
 
     name = ""
@@ -72,6 +75,7 @@ class Experiment(abc.ABC):
     phases: tuple[str, ...] = ()
     artifacts: tuple[str, ...] = ()
     sweep_grid: dict = {}
+    main_model: tuple[str, ...] = ()
 
     def default_task(self):
         """The task with its defaults, ``task_cls()``; override to change them."""

@@ -100,6 +100,7 @@ class SemanticExperiment(Experiment):
     config_cls = SemanticConfig
     # phase 1 uses the binding curriculum's stream (no relation-only start here)
     phases = BINDING_PHASES + tuple(f"{w}_{s}" for w in WORLDS for s in ("phase2", "oracle", "self"))
+    main_model = ("structured_phase2",)  # minitf.load(run): the structured world's in-weights model
     artifacts = ("results.png",)
 
     def default_model(self, task) -> ModelConfig:

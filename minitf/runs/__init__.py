@@ -20,6 +20,7 @@ from minitf.config import ModelConfig
 from minitf.errors import ConfigError, RunInterrupted
 from minitf.experiments import DEFAULT_EXPERIMENT, EXPERIMENTS
 from minitf.experiments.base import Experiment, RunContext
+from minitf.fileio import unlock_run_folder
 from minitf.report import plot_loss, write_report
 from minitf.runs import distributed, folder
 
@@ -117,20 +118,37 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
         print(f"run folder: {run_dir}", flush=True)
     t0 = time.perf_counter()
     try:
-        report = experiment.run(ctx)
-    except KeyboardInterrupt:
-        raise RunInterrupted(run_dir) from None
-    report = {"experiment": experiment.name, "run_dir": run_dir, "seed": ctx.train_cfg.seed,
-              "architecture": describe_architecture(ctx.model_cfg), **report,
-              "wall_s": round(time.perf_counter() - t0, 2)}
-    if main:
-        plot_loss(run_dir, experiment.marks(report), parents=experiment.loss_branches())
-        experiment.plots(run_dir, report)
-        write_report(run_dir, report)
+        try:
+            report = experiment.run(ctx)
+        except KeyboardInterrupt:
+            raise RunInterrupted(run_dir) from None
+        report = {"experiment": experiment.name, "run_dir": run_dir, "seed": ctx.train_cfg.seed,
+                  "architecture": describe_architecture(ctx.model_cfg), **report,
+                  "wall_s": round(time.perf_counter() - t0, 2)}
+        if main:
+            plot_loss(run_dir, experiment.marks(report), parents=experiment.loss_branches())
+            experiment.plots(run_dir, report)
+            write_report(run_dir, report)
+    finally:
+        unlock_run_folder(run_dir)
     if not quiet:
         print(experiment.summary(report))
         print(f"\nrun folder: {run_dir}  (wall {report['wall_s']:.1f} s)")
+        if line := describe_models(run_dir):
+            print(line)
     return report
+
+
+def describe_models(run_dir: str) -> str:
+    """One line naming the model ``minitf.load(run_dir)`` loads and the others it loads by name
+    ("" for a run with one model)."""
+    found = checkpoint.models(run_dir)
+    default, names = found["default"], found["names"]
+    if len(names) < 2:
+        return ""
+    which = f"the {default!r} model" if default else "model.safetensors (the last phase trained)"
+    return (f"minitf.load(run_dir) loads {which}; any other by name, minitf.load(run_dir, model=NAME): "
+            f"{', '.join(n for n in names if n != default)}")
 
 
 def show_config(experiment: Experiment | str | None, overrides=(), seed: int | None = None,

@@ -12,10 +12,10 @@ import torch
 
 from minitf import artifacts, checkpoint
 from minitf.attention import backend_problem
-from minitf.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict
+from minitf.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict, value_problems
 from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError, RunExistsError
 from minitf.experiments.base import Experiment, RunContext
-from minitf.fileio import remove_stale_temp_files
+from minitf.fileio import lock_run_folder, remove_stale_temp_files
 
 
 def build_configs(experiment: Experiment, overrides: list[str], seed: int | None = None,
@@ -39,8 +39,17 @@ def build_configs(experiment: Experiment, overrides: list[str], seed: int | None
 
 
 def _validate(cfg) -> None:
+    """A task's or an experiment's settings: the numeric values every config must hold
+    (``minitf.config.value_problems``), then the class's own ``validate()`` if it has one
+    (optional: docs/experiments.md)."""
+    problems = value_problems(cfg) if dataclasses.is_dataclass(cfg) else []
+    if problems:
+        raise ConfigError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
+    validate = getattr(cfg, "validate", None)
+    if not callable(validate):
+        return
     try:
-        cfg.validate()
+        validate()
     except ConfigError:
         raise
     except ValueError as e:  # several problems come one per line: the CLI prints one line
@@ -63,6 +72,73 @@ def check_compatible(experiment: Experiment, model_cfg: ModelConfig, train_cfg: 
     why = backend_problem(model_cfg.attn_impl, model_cfg.d_head, train_cfg.device)
     if why:
         raise ConfigError(why)
+    check_memory(model_cfg, train_cfg, min(model_cfg.n_ctx, need - 1))
+
+
+GIB = 1024 ** 3
+
+
+def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> dict | None:
+    """A lower bound of the memory one training step of this config needs, in bytes, without
+    allocating it (the model is built on the ``meta`` device): ``{"bytes", "params", "largest":
+    (name, shape), "activations"}``. Parameters count 16 bytes each (fp32 weights, gradients and
+    AdamW's two moments); activations at least the logits and their gradient plus one residual
+    stream per layer for ``batch_size × seq_len`` positions. None if the model cannot be built there."""
+    from minitf.model import Transformer
+
+    try:
+        with torch.device("meta"):
+            model = Transformer(model_cfg)
+    except Exception:  # noqa: BLE001 — an estimate must never be why a valid run fails
+        return None
+    params = list(model.named_parameters())
+    n_params = sum(p.numel() for _, p in params)
+    largest = max(params, key=lambda item: item[1].numel(), default=("", torch.empty(0)))
+    width = model_cfg.vocab_size if not model_cfg.d_input else 1
+    positions = train_cfg.batch_size * max(seq_len, 1)
+    activations = 4 * positions * (2 * width + model_cfg.n_layers * model_cfg.d_model)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return {"bytes": 16 * n_params + buffers + activations, "params": n_params,
+            "largest": (largest[0], tuple(largest[1].shape)), "activations": activations}
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes this process can use on ``device``: the GPU's total memory, or the machine's RAM (or a
+    smaller cgroup limit); None if unknown."""
+    if device == "cuda":
+        return torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limit = f.read().strip()
+            if limit.isdigit():
+                total = min(total, int(limit))
+        except OSError:
+            pass
+    return total
+
+
+def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> None:
+    """Raise ``ConfigError`` (before any work) when a config cannot fit in this machine's memory,
+    with the estimate, what there is and the field that makes it large."""
+    need = memory_estimate(model_cfg, train_cfg, seq_len)
+    have = available_memory(train_cfg.device)
+    if need is None or have is None or need["bytes"] <= have:
+        return
+    name, shape = need["largest"]
+    where = "GPU" if train_cfg.device == "cuda" else "machine"
+    big = (f"activations {need['activations'] / GIB:,.1f} GiB (batch_size {train_cfg.batch_size} × {seq_len} "
+           f"positions): lower batch_size" if need["activations"] > need["bytes"] / 2 else
+           f"largest weight {name} {' × '.join(map(str, shape))}: lower the setting that sizes it"
+           + (" (n_ctx: positional='learned' has n_ctx × d_model position weights)" if name.startswith("pos_embed")
+              else ""))
+    raise ConfigError(f"this config needs at least {need['bytes'] / GIB:,.1f} GiB to train ({need['params']:,} "
+                      f"parameters at 16 bytes with gradients and AdamW state, plus activations), more than this "
+                      f"{where}'s {have / GIB:,.1f} GiB; {big}")
 
 
 def check_new_folder(run_dir: str, experiment: Experiment, overwrite: bool) -> None:
@@ -102,10 +178,12 @@ def create(ctx: RunContext, experiment_ref: str) -> RunContext:
     """Make the prepared run's folder with config.json and vocab.json (replacing minitf's
     files of an earlier run there, which ``prepare_run`` allowed only with overwrite)."""
     os.makedirs(ctx.run_dir, exist_ok=True)
+    lock_run_folder(ctx.run_dir)  # one writer: another process writing here is refused, nothing changed
     clear_own_files(ctx.run_dir, ctx.experiment)
     checkpoint.write_run_config(ctx.run_dir, {
         "experiment": ctx.experiment.name, "experiment_ref": experiment_ref, "model": to_dict(ctx.model_cfg),
-        "train": to_dict(ctx.train_cfg), "task": to_dict(ctx.task), "experiment_config": to_dict(ctx.config)})
+        "train": to_dict(ctx.train_cfg), "task": to_dict(ctx.task), "experiment_config": to_dict(ctx.config),
+        "default_model": list(ctx.experiment.main_model)})
     ctx.vocab.save(os.path.join(ctx.run_dir, artifacts.VOCAB))
     return ctx
 
@@ -166,7 +244,9 @@ def open_for_resume(run_dir: str, experiment: Experiment, experiment_ref: str, s
 
 def begin_resume(ctx: RunContext) -> None:
     """The first change a resume makes, after every check passed: drop a killed write's temp
-    files, and a run that never checkpointed starts over (its log and weights go)."""
+    files, and a run that never checkpointed starts over (its log and weights go). Raises
+    ``RunBusyError`` first, changing nothing, while another process writes the folder."""
+    lock_run_folder(ctx.run_dir)
     remove_stale_temp_files(ctx.run_dir)
     if ctx.resume_state.get("phase") is None and not ctx.resume_state.get("phases_done"):
         for name in (artifacts.METRICS, artifacts.WEIGHTS):

@@ -49,6 +49,31 @@ def check_keys(grid: dict, valid: list[str], overrides=()) -> None:
         raise ConfigError(f"--set {swept[0]} sets a key the sweep varies ({', '.join(grid)}); drop one of them")
 
 
+def check_distinct(grid: dict, configs) -> None:
+    """Raise ``ConfigError`` when two values of a grid key are the same setting once parsed by the
+    key's type (``lr=1e-3,0.001``, ``n_layers=2,02``, ``layer_norm=true,1``): each would train the
+    same model again. Values that do not parse are left to the run's own check, which names them."""
+    import dataclasses
+    import typing
+
+    from minitf.config import _coerce
+
+    types = {f.name: typing.get_type_hints(type(cfg))[f.name] for cfg in configs for f in dataclasses.fields(cfg)}
+    for key, values in grid.items():
+        if key not in types:
+            continue
+        seen: dict = {}
+        for value in values:
+            try:
+                parsed = _coerce(key, value, types[key]) if isinstance(value, str) else value
+            except ConfigError:
+                continue
+            if parsed in seen:
+                raise ConfigError(f"--grid {key}: {seen[parsed]} and {value} are the same value ({parsed!r}) and "
+                                  f"would train the same model twice; give each value once")
+            seen[parsed] = value
+
+
 def cells(grid: dict) -> list[dict]:
     """Every combination of ``{key: (values...)}`` as ``{key: value}`` dicts, the last key varying
     fastest; ``[{}]`` (one cell, no settings) for an empty grid."""

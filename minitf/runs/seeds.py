@@ -81,10 +81,20 @@ def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra
               "summary": cell_summary(reports), **(extra or {})}
     atomic_write_json(os.path.join(out, artifacts.REPORT), report)
     if not quiet:
-        rows = [[path] + [f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in flatten(merged)]
-        print(format_table(["result", f"mean over {len(reports)} seeds ± 95% CI half-width"], rows))
+        print(seeds_table(report, len(reports)))
         print(f"\nseed runs and the merged report.json are in {out}")
     return report
+
+
+def seeds_table(report: dict, n: int) -> str:
+    """The merged report as a table: each ``results`` accuracy as mean ± 95% half-width over the
+    seeds; for a report without ``results`` records (e.g. induction's losses and scores), every
+    number of its ``summary`` but ``wall_s``, the same way."""
+    rows = [[path, f"{v['acc']:.3f} ±{(v['ci95'][1] - v['ci95'][0]) / 2:.3f}"] for path, v in flatten(report["results"])]
+    if not rows:
+        rows = [[path, f"{s['mean']:.4g} ±{(s['ci95'][1] - s['ci95'][0]) / 2:.3g}"]
+                for path, s in report.get("summary", {}).items() if path != "wall_s"]
+    return format_table(["result", f"mean over {n} seeds ± 95% CI half-width"], rows)
 
 
 def merge(results: list):

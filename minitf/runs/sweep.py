@@ -24,6 +24,7 @@ from minitf import artifacts, checkpoint
 from minitf.config import to_dict
 from minitf.errors import ConfigError, MinitfError, RunExistsError, RunInterrupted
 from minitf.experiments.base import Experiment
+from minitf.fileio import to_json
 from minitf.runs import distributed, folder, grid as grids, summary
 from minitf.runs.grid import cell_name, cells  # noqa: F401 — the names sweep callers used
 from minitf.runs.workers import RunSpec, error_line, require_ray, run_inline, run_on_ray
@@ -82,8 +83,10 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
     out = out or os.path.join("runs", exp.name, "sweep" if grid else f"seeds{seeds[0]}-{seeds[-1]}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
-    keys = [f.name for cfg in folder.build_configs(exp, list(overrides), seed, device) for f in dataclasses.fields(cfg)]
+    configs = folder.build_configs(exp, list(overrides), seed, device)
+    keys = [f.name for cfg in configs for f in dataclasses.fields(cfg)]
     grids.check_keys(grid, keys, overrides)
+    grids.check_distinct(grid, configs)
     threads = (int(os.environ.get("OMP_NUM_THREADS", "1") or 1) if on_ray else None)
     target = experiment if isinstance(experiment, Experiment) else ref
     plan = []  # (cell, settings, [(spec, status)])
@@ -182,7 +185,7 @@ def check_same_settings(experiment, configs, saved: dict, run_dir: str) -> None:
     with ``configs`` (device aside, which a resume may change)."""
     if saved.get("experiment") != experiment.name:
         raise RunExistsError(f"{run_dir} holds a run of experiment {saved.get('experiment')!r}; choose another --out")
-    old, new = ({k: v for cfg in group for k, v in json.loads(json.dumps(to_dict(cfg))).items()}
+    old, new = ({k: v for cfg in group for k, v in json.loads(to_json(to_dict(cfg))).items()}
                 for group in (folder.saved_configs(experiment, saved), configs))
     diff = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in new.items() if k != "device" and old.get(k) != v]
     if diff:
