@@ -150,6 +150,56 @@ def fit_gd_step_size(xs, ys, x_query, y_query) -> float:
     return float(p @ y_query) / denom if denom > 0 else 0.0
 
 
+def gd_steps_w(xs, ys, lr: float, steps: int) -> np.ndarray:
+    """``steps`` gradient-descent steps of size ``lr`` from ``w = 0`` on the in-context loss
+    ``L(w) = 1/(2k) Σ_i (w·x_i − y_i)²``, shape ``(n, d)``; ``steps = 1`` is ``gd_one_step_w``.
+    von Oswald et al. 2023: K layers of linear self-attention can implement K such steps.
+    k = 0 gives w = 0. Raises ValueError for a non-finite ``lr`` or ``steps < 1``."""
+    xs, ys, _ = _check(xs, ys)
+    if not np.isfinite(lr) or steps < 1:
+        raise ValueError(f"lr must be finite and steps >= 1 (got {lr}, {steps})")
+    w = np.zeros((xs.shape[0], xs.shape[2]))
+    k = xs.shape[1]
+    if k == 0:
+        return w
+    for _ in range(steps):
+        resid = np.einsum("nkd,nd->nk", xs, w) - ys
+        w = w - lr / k * np.einsum("nk,nkd->nd", resid, xs)
+    return w
+
+
+def gd_steps(xs, ys, x_query, lr: float, steps: int) -> np.ndarray:
+    """Predictions ``(n,)`` after ``steps`` GD steps of size ``lr``; see ``gd_steps_w``."""
+    xs, ys, x_query = _check(xs, ys, x_query)
+    return _predict(gd_steps_w(xs, ys, lr, steps), x_query)
+
+
+def fit_gd_steps_size(xs, ys, x_query, y_query, steps: int) -> float:
+    """The one step size η (shared by the ``steps`` steps) minimising the query's mean squared
+    error, found numerically: a log grid over [1e-3, 4] then golden-section refinement around
+    the best grid point (the K-step prediction is a degree-K polynomial in η, not linear, so
+    there is no closed form for K > 1). Returns 0.0 when k = 0."""
+    xs, ys, x_query = _check(xs, ys, x_query)
+    if xs.shape[1] == 0:
+        return 0.0
+    y_query = np.asarray(y_query, dtype=float)
+
+    def loss(log_lr):
+        return float(np.mean((gd_steps(xs, ys, x_query, float(np.exp(log_lr)), steps) - y_query) ** 2))
+
+    grid = np.linspace(np.log(1e-3), np.log(4.0), 41)
+    i = int(np.argmin([loss(g) for g in grid]))
+    a, b = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
+    ratio = (np.sqrt(5) - 1) / 2
+    for _ in range(40):
+        c, d = b - ratio * (b - a), a + ratio * (b - a)
+        if loss(c) < loss(d):
+            b = d
+        else:
+            a = c
+    return float(np.exp((a + b) / 2))
+
+
 # -- Lasso --------------------------------------------------------------------------------------
 def lasso_w(xs, ys, alpha: float, max_steps: int = 0) -> np.ndarray:
     """Lasso ``ŵ = argmin_w 1/(2k) ‖y − Xw‖² + α‖w‖₁``, shape ``(n, d)``, solved exactly.

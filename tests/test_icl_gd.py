@@ -57,3 +57,39 @@ def test_depth_sweep_settings():
         with pytest.raises(ValueError, match="depth_sweep"):
             ICLGDSettings(depth_sweep=bad).validate()
     assert spd(np.array([1.0, 3.0]), np.array([0.0, 0.0]), d=5) == pytest.approx(1.0)
+
+
+def test_k_step_gd_and_its_fitted_step_size():
+    """K GD steps from zero: one step equals gd_one_step; many steps with a small enough step
+    converge to least squares (k > d); the numerical fit recovers the closed-form one-step η."""
+    from toy_tasks.regression import RegressionTask
+
+    b = RegressionTask(d=5, n_points=11).sample(np.random.default_rng(0), 3000)
+    xs, ys, xq, yq = b["xs"][:, :8], b["ys"][:, :8], b["xs_query"][:, 8], b["ys_query"][:, 8]
+    np.testing.assert_allclose(baselines.gd_steps(xs, ys, xq, 0.3, 1), baselines.gd_one_step(xs, ys, xq, 0.3))
+    many = baselines.gd_steps(xs[:50], ys[:50], xq[:50], 0.2, 20000)
+    np.testing.assert_allclose(many, baselines.least_squares(xs[:50], ys[:50], xq[:50]), atol=1e-2)
+    closed = baselines.fit_gd_step_size(xs, ys, xq, yq)
+    assert baselines.fit_gd_steps_size(xs, ys, xq, yq, 1) == pytest.approx(closed, rel=1e-3)
+    errs = [np.mean((baselines.gd_steps(xs, ys, xq, baselines.fit_gd_steps_size(xs, ys, xq, yq, K), K) - yq) ** 2)
+            for K in (1, 2, 3)]
+    assert errs[0] > errs[1] > errs[2]  # each fitted extra step helps at k > d
+    assert baselines.fit_gd_steps_size(xs[:, :0], ys[:, :0], xq, yq, 2) == 0.0
+    with pytest.raises(ValueError, match="steps"):
+        baselines.gd_steps(xs, ys, xq, 0.1, 0)
+
+
+def test_the_guard_refuses_nearer_to_on_the_averaging_plateau(tmp_path):
+    """A depth-sweep model trained a few steps sits on (or above) the averaging plateau: the
+    guard fails and ``nearer_to`` is not read (today's depth sweep read "nearer to GD" there)."""
+    from minitf import runs
+
+    report = runs.run("icl_gd", out=str(tmp_path / "run"), quiet=True, overrides=[
+        "steps=20", "eval_every=0", "checkpoint_every=0", "eval_prompts=300", "depth_sweep=1",
+        "depth_steps=20", "depth_d=3", "depth_gd_steps=1,2", "lsa_stack=1,2", "lsa_steps=10"])
+    r = report["depth_sweep"]["1"] if "1" in report["depth_sweep"] else report["depth_sweep"][1]
+    assert r["guard"]["pass"] is False and r["nearer_to"] is None and r["nearer_to_by_k"] is None
+    assert set(r["spd_by_k"]) == {"gd_1", "gd_2", "least_squares"} and len(r["err_by_k"]) == 7
+    assert report["targets"]["pass"]["guard_every_depth"] is False
+    stack = report["lsa_stack"]
+    assert set(map(int, stack)) == {1, 2} and all(v["pred_rel_diff"] >= 0 for v in stack.values())

@@ -10,11 +10,25 @@ The report compares it on ``eval_prompts`` fresh prompts with one GD step whose 
 fitted in closed form (``minitf.baselines.fit_gd_step_size``) on 10,000 fresh prompts:
 ``gd_equivalence = {"pred_rel_diff": ‖p_model − p_gd‖ / ‖p_gd‖ (relative L2 over prompts),
 "sensitivity_cosine": mean over prompts of cos(∂p_model/∂x_q, ŵ_gd)}`` (``ŵ_gd`` is GD's
-∂p/∂x_q), plus every learner's error/d at k = 10. ``--set depth_sweep=1,2,3,4`` also trains
-softmax transformers of those depths (``depth_model_config``; phases ``depth<L>``) and reports
-``depth_sweep[L] = {"spd_gd", "spd_least_squares", "err", "nearer_to"}`` (Akyürek et al. 2023's
-squared prediction difference, per d). Targets (issue #22): cosine ≥ 0.99 and
-prediction difference ≤ 5%. Sources: von Oswald et al. 2023; Akyürek et al. 2023.
+∂p/∂x_q), plus every learner's error/d at k = 10.
+
+``--set lsa_stack=1,2,3``: von Oswald's second claim — stacks of K linear self-attention layers
+(phases ``lsa<K>``; K = 1 is the main model) against K steps of GD from zero with one fitted
+step size (``baselines.fit_gd_steps_size``): ``lsa_stack[K] = {"pred_rel_diff", "gd_step_size",
+"err", "gd_err"}``.
+
+``--set depth_sweep=1,2,3``: softmax transformers of those depths on the ``regression``
+experiment's recipe (d = ``depth_d`` = 5, 2d + 1 points, interleaved tokens, its init and
+learning rate, ``depth_steps`` ≥ 3000 steps; phases ``depth<L>``), read at every k with Akyürek
+et al. 2023's squared prediction difference (SPD, per d) to one-step GD, to K-step GD (K in
+``depth_gd_steps``, step sizes fitted per k) and to least squares. One-step GD with a fitted
+step *is* the averaging plateau every in-context regression model sits on before it learns, so
+"nearer to GD" is read only past it: a **guard** refuses ``nearer_to`` unless the model's
+error/d at k = 2d is below the fitted one-step GD's, the 95% intervals apart.
+``depth_sweep[L] = {"err_by_k", "spd_by_k": {name: [...]}, "nearer_to_by_k", "guard",
+"spd_gd", "spd_least_squares", "err", "nearer_to"}`` (the last four at k = 2d; ``nearer_to`` is
+null where the guard fails). ``targets`` holds the checks with pass flags.
+Sources: von Oswald et al. 2023; Akyürek et al. 2023.
 """
 import dataclasses
 from dataclasses import dataclass
@@ -33,35 +47,48 @@ from toy_tasks.regression import RegressionTask
 GD_FIT_PROMPTS = 10_000
 
 
+def _counts(text: str, field: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{field} must be comma-separated counts like 1,2,3 (got {text!r})") from None
+    if any(n < 1 for n in values) or len(set(values)) != len(values):
+        raise ValueError(f"{field} needs distinct counts >= 1 (got {text!r})")
+    return values
+
+
 @dataclass
 class ICLGDSettings:
     eval_prompts: int = 1000  # fresh prompts for gd_equivalence and the errors
-    depth_sweep: str = ""  # e.g. "1,2,3,4": also train softmax transformers of these depths (Akyürek)
-    depth_steps: int = 2000  # training steps of each depth_sweep model
+    depth_sweep: str = ""  # e.g. "1,2,3": softmax transformers of these depths on the regression recipe (Akyürek)
+    depth_steps: int = 3000  # training steps of each depth_sweep model
+    depth_d: int = 5  # the depth sweep's input dimension (2d + 1 points)
+    depth_gd_steps: str = "1,2,3"  # K of the K-step GD learners the depth sweep is compared with
+    lsa_stack: str = ""  # e.g. "1,2,3": K-layer linear self-attention stacks vs K GD steps (von Oswald)
+    lsa_steps: int = 0  # training steps of each stack with K > 1; 0 = the run's steps
 
     def depths(self) -> list[int]:
-        return [int(x) for x in self.depth_sweep.split(",") if x.strip()]
+        return _counts(self.depth_sweep, "depth_sweep")
+
+    def gd_ks(self) -> list[int]:
+        return _counts(self.depth_gd_steps, "depth_gd_steps")
+
+    def stacks(self) -> list[int]:
+        return _counts(self.lsa_stack, "lsa_stack")
 
     def validate(self):
         if self.eval_prompts < 2:
             raise ValueError(f"eval_prompts must be >= 2 (got {self.eval_prompts})")
-        try:
-            depths = self.depths()
-        except ValueError:
-            raise ValueError(f"depth_sweep must be comma-separated layer counts like 1,2,3,4 "
-                             f"(got {self.depth_sweep!r})") from None
-        if any(n < 1 for n in depths) or len(set(depths)) != len(depths):
-            raise ValueError(f"depth_sweep needs distinct layer counts >= 1 (got {self.depth_sweep!r})")
-        if self.depth_steps < 1:
-            raise ValueError(f"depth_steps must be >= 1 (got {self.depth_steps})")
+        self.depths(), self.gd_ks(), self.stacks()
+        if self.depth_steps < 1 or self.depth_d < 1 or self.lsa_steps < 0:
+            raise ValueError(f"depth_steps and depth_d must be >= 1, lsa_steps >= 0 (got {self.depth_steps}, "
+                             f"{self.depth_d}, {self.lsa_steps})")
         return self
 
 
-def depth_model_config(task, n_layers: int) -> ModelConfig:
-    """The depth sweep's softmax transformer: pre-LN, d_model 64, 4 heads, GELU MLP 256."""
-    d = task.d + 1
-    return ModelConfig(n_layers=n_layers, d_model=64, n_heads=4, d_head=16, d_mlp=256, vocab_size=1,
-                       n_ctx=task.prompt_len, positional="none", d_input=d, init_std=0.05)
+def depth_task(cfg: ICLGDSettings) -> RegressionTask:
+    """The depth sweep's task: d = ``depth_d``, 2d + 1 points (k = 0 … 2d), the regression defaults."""
+    return RegressionTask(d=cfg.depth_d, n_points=2 * cfg.depth_d + 1).validate()
 
 
 def spd(p: np.ndarray, q: np.ndarray, d: int) -> float:
@@ -158,38 +185,120 @@ class ICLGDExperiment(Experiment):
                   for name, p in preds.items()}
         report = {"gd_equivalence": gd_equivalence(model, batch, lr), "errors_at_k": errors, "k": k, "d": d,
                   "eval_prompts": ctx.config.eval_prompts}
+        if ctx.config.stacks():
+            report["lsa_stack"] = self.lsa_stack(ctx, model, sample, batch, fit)
         if ctx.config.depths():
-            report["depth_sweep"] = self.depth_sweep(ctx, sample, batch, preds)
+            report["depth_sweep"], report["depth_task"] = self.depth_sweep(ctx)
+        report["targets"] = targets(report)
         return report
 
-    def depth_sweep(self, ctx: RunContext, sample, batch: dict, preds: dict) -> dict:
-        """Per depth: SPD to one GD step and to least squares, and error/d, at the query."""
-        task, k, d = ctx.task, ctx.task.prompt_len - 1, ctx.task.d
-        train_cfg = dataclasses.replace(ctx.train_cfg, steps=ctx.config.depth_steps, batch_size=256, lr=2e-3,
-                                        checkpoint_every=ctx.config.depth_steps)
+    def lsa_stack(self, ctx: RunContext, model, sample, batch: dict, fit: dict) -> dict:
+        """Per K: a K-layer linear self-attention stack (K = 1: ``model``) vs K GD steps with a fitted step size."""
+        k, d = ctx.task.prompt_len - 1, ctx.task.d
+        xs, ys = batch["xs"], batch["ys"]
+        steps = ctx.config.lsa_steps or ctx.train_cfg.steps
         out = {}
-        for n_layers in ctx.config.depths():
-            torch.manual_seed(ctx.train_cfg.seed)
-            model = Transformer(depth_model_config(task, n_layers)).to(ctx.train_cfg.device)
-            ctx.train(model, sample, phase=f"depth{n_layers}", train_cfg=train_cfg)
-            model.eval()
+        for n_layers in ctx.config.stacks():
+            if n_layers == 1:
+                stack = model
+            else:
+                torch.manual_seed(ctx.train_cfg.seed)
+                cfg = dataclasses.replace(ctx.model_cfg, n_layers=n_layers)
+                stack = Transformer(cfg).to(ctx.train_cfg.device)
+                ctx.train(stack, sample, phase=f"lsa{n_layers}", train_cfg=dataclasses.replace(
+                    ctx.train_cfg, steps=steps, eval_every=0, checkpoint_every=steps))
+                stack.eval()
+            lr = baselines.fit_gd_steps_size(fit["xs"][:, :k], fit["ys"][:, :k], fit["xs"][:, k], fit["ys"][:, k],
+                                             n_layers)
             with torch.no_grad():
-                p = model(concat_tokens(batch["xs"], batch["ys"]).to(ctx.train_cfg.device))[:, -1, 0]
-            p = p.double().cpu().numpy()
-            out[n_layers] = {"spd_gd": spd(p, preds["gd_one_step"], d), "spd_least_squares": spd(p, preds["least_squares"], d),
-                             "err": spd(p, batch["ys"][:, k], d)}
-            out[n_layers]["nearer_to"] = ("gd_one_step" if out[n_layers]["spd_gd"] < out[n_layers]["spd_least_squares"]
-                                          else "least_squares")
+                p = stack(concat_tokens(xs, ys).to(ctx.train_cfg.device))[:, -1, 0].double().cpu().numpy()
+            p_gd = baselines.gd_steps(xs[:, :k], ys[:, :k], xs[:, k], lr, n_layers)
+            out[n_layers] = {"pred_rel_diff": float(np.linalg.norm(p - p_gd) / np.linalg.norm(p_gd)),
+                             "gd_step_size": lr, "err": spd(p, ys[:, k], d), "gd_err": spd(p_gd, ys[:, k], d)}
         return out
+
+    def depth_sweep(self, ctx: RunContext) -> tuple[dict, dict]:
+        """Per depth, on the regression recipe: error/d and SPD to K-step GD and least squares at every k."""
+        from minitf.experiments.regression import RegressionExperiment, fit_gd_steps, make_sample, model_predictions
+
+        cfg = ctx.config
+        task, reg = depth_task(cfg), RegressionExperiment()
+        d, last = task.d, task.prompt_len - 1
+        train_cfg = dataclasses.replace(reg.default_train(), seed=ctx.train_cfg.seed, device=ctx.train_cfg.device,
+                                        steps=cfg.depth_steps, eval_every=0, checkpoint_every=cfg.depth_steps)
+        b = task.sample(ctx.eval_rng(20), cfg.eval_prompts)
+        fit = task.sample(ctx.eval_rng(21), GD_FIT_PROMPTS // 4)
+        xs, ys, xq, yq = b["xs"], b["ys"], b["xs_query"], b["ys_query"]
+        learners = {"gd_1": [baselines.gd_one_step(xs[:, :k], ys[:, :k], xq[:, k], lr)
+                             for k, lr in enumerate(fit_gd_steps(task, ctx.eval_rng(22)))]}
+        for K in cfg.gd_ks():
+            if K > 1:
+                learners[f"gd_{K}"] = [baselines.gd_steps(xs[:, :k], ys[:, :k], xq[:, k], baselines.fit_gd_steps_size(
+                    fit["xs"][:, :k], fit["ys"][:, :k], fit["xs_query"][:, k], fit["ys_query"][:, k], K), K)
+                    for k in range(last + 1)]
+        learners["least_squares"] = [baselines.least_squares(xs[:, :k], ys[:, :k], xq[:, k]) for k in range(last + 1)]
+        plateau = baselines.curve_from_squared_errors(
+            np.stack([(learners["gd_1"][k] - yq[:, k]) ** 2 for k in range(last + 1)], 1), d)
+        out = {}
+        for n_layers in cfg.depths():
+            torch.manual_seed(ctx.train_cfg.seed)
+            model = Transformer(dataclasses.replace(reg.default_model(task), n_layers=n_layers)).to(ctx.train_cfg.device)
+            ctx.train(model, make_sample(task), phase=f"depth{n_layers}", train_cfg=train_cfg)
+            model.eval()
+            p = model_predictions(model, xs, ys)
+            err = baselines.curve_from_squared_errors((p - yq) ** 2, d)
+            spd_by_k = {name: [spd(p[:, k], q[k], d) for k in range(last + 1)] for name, q in learners.items()}
+            guard = {"k": last, "model_at_2d": err[last]["err"], "plateau_at_2d": plateau[last]["err"],
+                     "pass": err[last]["ci95"][1] < plateau[last]["ci95"][0]}
+            nearest = [min(spd_by_k, key=lambda name: spd_by_k[name][k]) for k in range(last + 1)]
+            out[n_layers] = {"err_by_k": [err[k]["err"] for k in range(last + 1)], "spd_by_k": spd_by_k, "guard": guard,
+                             "nearer_to_by_k": nearest if guard["pass"] else None,
+                             "spd_gd": spd_by_k["gd_1"][last], "spd_least_squares": spd_by_k["least_squares"][last],
+                             "err": err[last]["err"], "nearer_to": nearest[last] if guard["pass"] else None}
+        return out, {"d": d, "n_points": task.prompt_len, "steps": cfg.depth_steps,
+                     "plateau_by_k": [plateau[k]["err"] for k in range(last + 1)]}
 
     def summary(self, report: dict) -> str:
         g = report["gd_equivalence"]
         rows = [[name, e["err"], f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"] for name, e in report["errors_at_k"].items()]
-        return "\n".join([format_table(["learner", f"error/d at k={report['k']}", "95% CI"], rows,
-                                       title=f"icl_gd — {report['architecture']}"),
-                          f"vs one GD step (η = {g['gd_step_size']:.3f}): prediction rel. diff {g['pred_rel_diff']:.3f} "
-                          f"(target ≤ 0.05), sensitivity cosine {g['sensitivity_cosine']:.4f} (target ≥ 0.99)"]
-                         + ([format_table(["softmax layers", "SPD to GD", "SPD to least squares", "error/d", "nearer to"],
-                                          [[n, r["spd_gd"], r["spd_least_squares"], r["err"], r["nearer_to"]]
-                                           for n, r in report["depth_sweep"].items()], title="depth sweep (per d)")]
-                            if report.get("depth_sweep") else []))
+        lines = [format_table(["learner", f"error/d at k={report['k']}", "95% CI"], rows,
+                              title=f"icl_gd — {report['architecture']}"),
+                 f"vs one GD step (η = {g['gd_step_size']:.3f}): prediction rel. diff {g['pred_rel_diff']:.3f} "
+                 f"(target ≤ 0.05), sensitivity cosine {g['sensitivity_cosine']:.4f} (target ≥ 0.99)"]
+        if report.get("lsa_stack"):
+            lines.append(format_table(["linear attention layers K", "rel. diff to K GD steps", "η", "error/d",
+                                       "K-step GD error/d"],
+                                      [[n, r["pred_rel_diff"], r["gd_step_size"], r["err"], r["gd_err"]]
+                                       for n, r in report["lsa_stack"].items()],
+                                      title="von Oswald: K linear self-attention layers vs K GD steps"))
+        if report.get("depth_sweep"):
+            dt = report["depth_task"]
+            for n, r in report["depth_sweep"].items():
+                names = list(r["spd_by_k"])
+                rows = [[k, r["err_by_k"][k], dt["plateau_by_k"][k]] + [r["spd_by_k"][m][k] for m in names]
+                        + [r["nearer_to_by_k"][k] if r["nearer_to_by_k"] else "—"] for k in range(dt["n_points"])]
+                g = r["guard"]
+                lines.append(format_table(["k", "error/d", "plateau (GD 1)"] + [f"SPD {m}" for m in names]
+                                          + ["nearer to"], rows,
+                                          title=f"depth sweep: {n} softmax layer(s), d={dt['d']}, {dt['steps']} steps; "
+                                                f"guard {'passed' if g['pass'] else 'FAILED'} (error/d at k={g['k']} "
+                                                f"{g['model_at_2d']:.3f} vs plateau {g['plateau_at_2d']:.3f})"))
+        if report.get("targets", {}).get("pass"):
+            lines.append("targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}"
+                                                 for k, v in report["targets"]["pass"].items()))
+        return "\n".join(lines)
+
+
+def targets(report: dict) -> dict:
+    """The checks: one linear layer within 5% of one GD step (and cosine ≥ 0.99); with
+    ``lsa_stack``, K = 1 within 5% of one GD step (each K's difference reported); with
+    ``depth_sweep``, the guard passes at every depth (each model left the averaging plateau)."""
+    g = report["gd_equivalence"]
+    out = {"pass": {"one_layer_is_one_gd_step": g["pred_rel_diff"] <= 0.05 and g["sensitivity_cosine"] >= 0.99}}
+    if report.get("lsa_stack"):
+        out["lsa_pred_rel_diff"] = {n: r["pred_rel_diff"] for n, r in report["lsa_stack"].items()}
+        if 1 in report["lsa_stack"]:
+            out["pass"]["lsa_k1_within_5pct"] = report["lsa_stack"][1]["pred_rel_diff"] <= 0.05
+    if report.get("depth_sweep"):
+        out["pass"]["guard_every_depth"] = all(r["guard"]["pass"] for r in report["depth_sweep"].values())
+    return out

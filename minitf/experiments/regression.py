@@ -112,14 +112,11 @@ def make_sample(task: RegressionTask, dims_at=None):
 def model_squared_errors(model, batch: dict, orthant: bool, chunk: int = 1000) -> np.ndarray:
     """``(n, P)`` squared errors of the model's prediction of each ``ys_query[:, k]`` from the k
     points before it (one pass; one pass per k for orthant prompts, whose queries differ)."""
-    device = next(model.parameters()).device
     n, p = batch["ys"].shape
     sq = np.empty((n, p))
 
     def predict(xs, ys):
-        out = [model(torch.from_numpy(interleave(xs[i:i + chunk], ys[i:i + chunk])).float().to(device))[..., 0]
-               for i in range(0, n, chunk)]
-        return torch.cat(out).double().cpu().numpy()[:, 0::2]  # (n, P): the prediction of y_k
+        return model_predictions(model, xs, ys, chunk)
 
     if not orthant:
         sq[:] = (predict(batch["xs"], batch["ys"]) - batch["ys_query"]) ** 2
@@ -128,6 +125,16 @@ def model_squared_errors(model, batch: dict, orthant: bool, chunk: int = 1000) -
             xs, ys = prompt_for_query(batch, k)
             sq[:, k] = (predict(xs, ys)[:, k] - ys[:, k]) ** 2
     return sq
+
+
+@torch.no_grad()
+def model_predictions(model, xs: np.ndarray, ys: np.ndarray, chunk: int = 1000) -> np.ndarray:
+    """``(n, P)`` float64: the model's prediction of ``ys[:, k]`` from the k points before it, for
+    interleaved prompts ``xs (n, P, d)``, ``ys (n, P)`` (one pass, ``chunk`` prompts at a time)."""
+    device = next(model.parameters()).device
+    out = [model(torch.from_numpy(interleave(xs[i:i + chunk], ys[i:i + chunk])).float().to(device))[..., 0]
+           for i in range(0, len(xs), chunk)]
+    return torch.cat(out).double().cpu().numpy()[:, 0::2]  # (n, P): the prediction of y_k
 
 
 def fit_gd_steps(task: RegressionTask, rng) -> list[float]:
