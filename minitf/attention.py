@@ -9,6 +9,11 @@
 - "auto":   triton on CUDA when the kernel supports the head size and dtype, sdpa otherwise.
 - ``kind="linear"``: softmax-free, unnormalised linear self-attention (von Oswald et al. 2023)
             in plain torch whatever the backend (``linear_attention``).
+- ``key_mask`` (batch, key) bool, True = a real token: padding. Masked keys get no attention
+            (a pad query attends to the real keys before it and to itself, so nothing is NaN).
+            naive and linear apply it themselves; sdpa takes it as ``attn_mask``; the Triton
+            kernel takes no mask, so a masked call runs sdpa instead (and "auto" does too).
+            ``key_mask=None`` runs exactly the unmasked code, bit for bit.
 Each backend's limits are checked by ``backend_problem`` when a config is validated (head
 size) and when a run is set up (device), so an impossible choice fails before any work.
 All backends agree with a float64 reference (tests/test_attention.py).
@@ -24,7 +29,7 @@ import torch.nn.functional as F
 from minitf.errors import ConfigError
 
 
-def naive_attention(q, k, v, causal: bool = True, pattern_hook=None):
+def naive_attention(q, k, v, causal: bool = True, pattern_hook=None, key_mask=None):
     """Reference attention; ``pattern_hook`` may observe or replace the probabilities."""
     scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if causal:
@@ -32,13 +37,15 @@ def naive_attention(q, k, v, causal: bool = True, pattern_hook=None):
         # Queries are the last n_q positions of the key sequence (matters for KV-cached decoding).
         mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
         scores = scores.masked_fill(~mask, float("-inf"))
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_allowed(key_mask, q.shape[-2]), float("-inf"))
     pattern = torch.softmax(scores, dim=-1)
     if pattern_hook is not None:
         pattern = pattern_hook(pattern)
     return torch.matmul(pattern, v)
 
 
-def linear_attention(q, k, v, causal: bool = True, pattern_hook=None):
+def linear_attention(q, k, v, causal: bool = True, pattern_hook=None, key_mask=None):
     """Linear self-attention without softmax or normalisation (von Oswald et al. 2023).
 
     ``pattern = mask ⊙ (q kᵀ · s)`` with the scale ``s = 1/sqrt(d_head)`` (the softmax path's
@@ -46,16 +53,28 @@ def linear_attention(q, k, v, causal: bool = True, pattern_hook=None):
     set to 0 (not −inf); ``out = pattern @ v``. No division by the number of keys: a position
     sums over its whole prefix, as in the construction where one layer is one GD step
     ``ΔW ∝ Σ_i (y_i − W x_i) x_iᵀ``. q, k, v (batch, head, seq, d_head) → (batch, head, n_q, d_head);
-    ``pattern_hook`` sees (and may replace) the unnormalised (batch, head, query, key) pattern.
+    ``pattern_hook`` sees (and may replace) the unnormalised (batch, head, query, key) pattern;
+    ``key_mask`` zeroes the entries of padding keys.
     """
     pattern = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
     if causal:
         n_q, n_k = q.shape[-2], k.shape[-2]
         mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
         pattern = pattern.masked_fill(~mask, 0.0)
+    if key_mask is not None:
+        pattern = pattern.masked_fill(~key_allowed(key_mask, q.shape[-2]), 0.0)
     if pattern_hook is not None:
         pattern = pattern_hook(pattern)
     return torch.matmul(pattern, v)
+
+
+def key_allowed(key_mask: torch.Tensor, n_q: int) -> torch.Tensor:
+    """(batch, 1, n_q, n_k) bool: which keys each query may see given ``key_mask`` (batch, n_k),
+    True = a real token. Real keys, and a query's own position (queries are the last n_q
+    keys), so a padding query has at least one key and its row stays finite."""
+    n_k, device = key_mask.shape[-1], key_mask.device
+    own = torch.arange(n_k, device=device)[None, :] == torch.arange(n_k - n_q, n_k, device=device)[:, None]
+    return key_mask.bool()[:, None, None, :] | own
 
 
 def triton_available() -> bool:
@@ -111,21 +130,32 @@ def resolve_impl(impl: str, device: torch.device, d_head: int | None = None, dty
     return "sdpa"
 
 
-def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=None, kind: str = "softmax"):
+def attention(q, k, v, causal: bool = True, impl: str = "auto", pattern_hook=None, kind: str = "softmax",
+              key_mask=None):
     """Attention over (batch, head, seq, d_head) tensors; returns the same shape as ``q``.
 
     ``kind="linear"`` runs ``linear_attention`` (the same on every backend: ``impl`` is ignored).
+    ``key_mask`` (batch, key) bool, True = real token, masks padding keys (module docstring);
+    a masked call on the Triton backend runs sdpa, which takes the mask.
 
     If ``pattern_hook`` is given, the naive path runs whatever ``impl`` says, because only
     it materializes the pattern the hook must see. Raises ``ConfigError`` for a backend that
     cannot run these inputs (checked again here for direct callers; configs check it first).
     """
     if kind == "linear":
-        return linear_attention(q, k, v, causal, pattern_hook)
+        return linear_attention(q, k, v, causal, pattern_hook, key_mask)
     if kind != "softmax":
         raise ConfigError(f"unknown attention kind {kind!r}; use 'softmax' or 'linear'")
-    if pattern_hook is not None or impl == "naive":
-        return naive_attention(q, k, v, causal, pattern_hook)
+    if pattern_hook is not None or impl == "naive" or q.shape[-2] == 0:
+        return naive_attention(q, k, v, causal, pattern_hook, key_mask)
+    if key_mask is not None:
+        if impl not in ("auto", "sdpa", "triton"):
+            raise ConfigError(f"unknown attention impl {impl!r}; use one of auto, sdpa, naive, triton")
+        allowed = key_allowed(key_mask, q.shape[-2])
+        if causal:
+            n_q, n_k = q.shape[-2], k.shape[-2]
+            allowed = allowed & torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
     impl = resolve_impl(impl, q.device, q.shape[-1], q.dtype)
     if impl == "sdpa":
         # SDPA's causal mask is top-left aligned, right only when n_q == n_k.

@@ -10,11 +10,17 @@ import torch
 import torch.nn.functional as F
 
 from minitf.data import Batch
+from minitf.errors import InputError
 
 
 @torch.no_grad()
 def per_position_loss(model, batch: Batch, chunk: int = 256) -> torch.Tensor:
-    """Mean next-token loss at each target position over the batch (nats), shape (seq-1,)."""
+    """Mean next-token loss at each target position over the batch (nats), shape (seq-1,);
+    a batch of 0 positions gives an empty tensor. ``InputError`` for a batch of no rows (no mean
+    to take)."""
+    if batch.inputs.shape[0] == 0:
+        raise InputError("per_position_loss got a batch of 0 rows; there is no loss to average: pass at "
+                         "least one example")
     total = torch.zeros(batch.inputs.shape[1])
     count = torch.zeros(batch.inputs.shape[1])
     for start in range(0, batch.inputs.shape[0], chunk):
@@ -49,7 +55,16 @@ def answer_logprobs(model, examples, vocab, batch_size: int = 512) -> torch.Tens
 
     All candidates of an example are ranked from one forward pass, and examples are
     batched (right-padded; padding after the answer cannot affect it under causal masking).
+    No examples give a (0, vocab) tensor; an example whose answer is its first token
+    (``answer_pos`` 0: nothing to condition on) is an ``InputError``.
     """
+    for n, ex in enumerate(examples):
+        if ex.answer_pos < 0:
+            raise InputError(f"example {n} has no answer position (answer_pos {ex.answer_pos}): rank only "
+                             "examples made for ranked evaluation (answer_pos >= 1)")
+        if ex.answer_pos == 0:
+            raise InputError(f"example {n} has its answer at position 0: the model needs at least one token "
+                             "before the answer to predict it; start examples with <bos>")
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(examples), batch_size):

@@ -113,7 +113,7 @@ class ActivationCache(dict):
 
 
 def run_with_cache(model: nn.Module, tokens: torch.Tensor, names_filter: NameFilter = None,
-                   detach: bool = True):
+                   detach: bool = True, attention_mask: torch.Tensor | None = None):
     """Run the model and return ``(logits, ActivationCache)`` of the hook points selected.
 
     ``names_filter``: None (every hook point), a name, a list of names, or a function
@@ -121,7 +121,9 @@ def run_with_cache(model: nn.Module, tokens: torch.Tensor, names_filter: NameFil
     ``model(tokens)`` up to float rounding: caching ``hook_pattern`` makes attention take the
     explicit softmax path (the pattern must be the one that produced the output) where the plain
     forward uses a fused kernel; the two agree to ≤ 1e-5 absolute in float32
-    (tests/test_model.py checks it). Filter out the patterns for bit-identical logits."""
+    (tests/test_model.py checks it). Filter out the patterns for bit-identical logits.
+    ``attention_mask`` (batch, seq), 1 = real token, is passed to the forward (padding; see
+    ``Transformer.forward``): the cached activations at padding positions are meaningless."""
     cache = ActivationCache()
 
     def save(act, hook):
@@ -129,5 +131,5 @@ def run_with_cache(model: nn.Module, tokens: torch.Tensor, names_filter: NameFil
 
     match = _matcher(names_filter, hook_points(model))
     with hooks(model, [(match, save)]):
-        logits = model(tokens)
+        logits = model(tokens) if attention_mask is None else model(tokens, attention_mask)
     return logits, cache

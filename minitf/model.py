@@ -21,6 +21,7 @@ from minitf.attention import attention, backend_problem
 from minitf.config import ModelConfig
 from minitf.errors import ConfigError, InputError
 from minitf.hooks import HookPoint, hooks, name_hook_points, run_with_cache
+from minitf.inputs import check_attention_mask, check_generate, check_ids, check_vectors, sample_next
 
 
 class LayerNorm(nn.Module):
@@ -48,16 +49,24 @@ class CausalConv(nn.Module):
         self.kernel = kernel
         self.conv = nn.Conv1d(d_model, d_model, kernel_size=kernel)
 
-    def forward(self, x):  # x: (batch, pos, d_model)
+    def forward(self, x, real=None):  # x: (batch, pos, d_model); real: (batch, pos) bool or None
+        if x.shape[1] == 0:  # no positions: nothing to convolve (Conv1d refuses an input shorter than its kernel)
+            return x.new_zeros(x.shape)
+        if real is not None:  # padding reads as the zeros left of the sequence, as without padding
+            x = x * real[..., None].to(x.dtype)
         x = F.pad(rearrange(x, "b p d -> b d p"), (self.kernel - 1, 0))
         return rearrange(self.conv(x), "b d p -> b p d")
 
 
-def rotary(x, base: float = 10000.0):
-    """Rotary position embedding on (batch, head, pos, d_head): rotate feature pairs by pos·θ_i."""
+def rotary(x, base: float = 10000.0, positions=None):
+    """Rotary position embedding on (batch, head, pos, d_head): rotate feature pairs by pos·θ_i.
+    ``positions`` (batch, pos): each token's position (padding shifts them); None: 0..pos-1."""
     d, n = x.shape[-1], x.shape[-2]
     freqs = base ** (-torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d)
-    angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]
+    if positions is None:
+        angles = torch.arange(n, device=x.device, dtype=torch.float32)[:, None] * freqs[None, :]
+    else:
+        angles = positions[:, None, :, None].to(torch.float32) * freqs
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
@@ -83,17 +92,17 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # per-head outputs before the output projection
         self.impl: str | None = None  # a runtime override of cfg.attn_impl (Transformer.use_attention)
 
-    def forward(self, x):
+    def forward(self, x, real=None, positions=None):
         q, k, v = rearrange(self.qkv(x), "b p (three h d) -> three b p h d",
                             three=3, h=self.cfg.n_heads)
         q, k, v = self.hook_q(q), self.hook_k(k), self.hook_v(v)  # (batch, pos, head, d_head)
         q, k, v = (rearrange(t, "b p h d -> b h p d") for t in (q, k, v))
         if self.cfg.positional == "rope":
-            q, k = rotary(q), rotary(k)
+            q, k = rotary(q, positions=positions), rotary(k, positions=positions)
         # Only a hooked pattern forces the materializing path; otherwise the fused backend runs.
         pattern_hook = self.hook_pattern if self.hook_pattern.active else None
         z = attention(q, k, v, causal=True, impl=self.impl or self.cfg.attn_impl, pattern_hook=pattern_hook,
-                      kind=self.cfg.attention)
+                      kind=self.cfg.attention, key_mask=real)
         z = self.hook_z(rearrange(z, "b h p d -> b p h d"))
         return self.out(rearrange(z, "b p h d -> b p (h d)"))
 
@@ -163,11 +172,11 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint() if cfg.d_mlp else None
         self.hook_resid_post = HookPoint()
 
-    def forward(self, resid):
+    def forward(self, resid, real=None, positions=None):  # real, positions: padding (Transformer.forward)
         resid = self.hook_resid_pre(resid)
         if self.conv is not None:
-            resid = resid + self.hook_conv_out(self.conv(resid))
-        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid)))
+            resid = resid + self.hook_conv_out(self.conv(resid, real))
+        resid = resid + self.hook_attn_out(self.attn(self.ln1(resid), real, positions))
         resid = self.hook_resid_mid(resid)
         if self.mlp is not None:
             resid = resid + self.hook_mlp_out(self.mlp(self.ln2(resid)))
@@ -206,7 +215,7 @@ class Transformer(nn.Module):
         self.apply(self._init)
         name_hook_points(self)
         # The token strings, when known (minitf.load and run contexts attach them): enables
-        # to_tokens / to_string and the padding check in check_tokens.
+        # to_tokens / to_string.
         self.vocab = None
 
     def _init(self, module):
@@ -216,79 +225,47 @@ class Transformer(nn.Module):
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
 
-    def check_tokens(self, tokens: torch.Tensor) -> None:
-        """Reject bad input before any compute, with the fix in the message (``InputError``).
-
-        Token model: int (batch, seq) ids < vocab_size. Vector model (``d_input > 0``): float
-        (batch, seq, d_input) in the parameters' dtype, finite. Both: seq ≤ n_ctx.
-        """
-        if self.cfg.d_input:
-            return self._check_vectors(tokens)
-        if not isinstance(tokens, torch.Tensor) or tokens.dtype not in (torch.int64, torch.int32):
-            got = tokens.dtype if isinstance(tokens, torch.Tensor) else type(tokens).__name__
-            hint = ("; float (batch, seq, d) vectors need a vector model: set d_input=d"
-                    if isinstance(tokens, torch.Tensor) and tokens.is_floating_point() else "")
-            raise InputError(f"tokens must be an integer tensor of token ids (got {got}){hint}")
-        if tokens.dim() != 2:
-            raise InputError(f"tokens must have shape (batch, seq) (got {tuple(tokens.shape)}); "
-                             "add a batch dimension with tokens[None]")
-        if tokens.shape[1] > self.cfg.n_ctx:
-            raise InputError(f"sequence length {tokens.shape[1]} exceeds the model's context "
-                             f"n_ctx={self.cfg.n_ctx}; truncate the input or train with a larger n_ctx")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.vocab_size):
-            bad = int(tokens.max()) if int(tokens.max()) >= self.cfg.vocab_size else int(tokens.min())
-            raise InputError(f"token id {bad} is out of vocab (valid ids are 0..{self.cfg.vocab_size - 1})")
-        if self.vocab is not None and tokens.shape[1] > 1:
-            pad = tokens == self.vocab.pad_id
-            if bool((pad[:, :-1] & ~pad[:, 1:]).any()):
-                raise InputError("a row has <pad> before real tokens (left or inner padding): minitf has no "
-                                 "attention mask, so pad on the right (causal attention keeps every earlier "
-                                 "position exact) or run prompts of different lengths one at a time")
-
-    def _check_vectors(self, x) -> None:
-        d, want = self.cfg.d_input, self.read_in.weight.dtype
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"this is a vector model (d_input={d}): inputs must be a float tensor "
-                             f"(batch, seq, {d}) (got {got}); token ids need a token model (d_input=0)")
-        if x.dim() != 3 or x.shape[-1] != d:
-            raise InputError(f"inputs must have shape (batch, seq, d_input={d}) (got {tuple(x.shape)})"
-                             + ("; add a batch dimension with x[None]" if x.dim() == 2 and x.shape[-1] == d else ""))
-        if x.dtype != want:
-            raise InputError(f"inputs are {x.dtype} but the model is {want}; convert with x.to({want})")
-        if x.shape[1] > self.cfg.n_ctx:
-            raise InputError(f"sequence length {x.shape[1]} exceeds the model's context n_ctx={self.cfg.n_ctx}; "
-                             "truncate the input or train with a larger n_ctx")
-        if not bool(torch.isfinite(x).all()):
-            raise InputError("inputs hold NaN or inf values")
-
-    def forward(self, tokens: torch.Tensor, check: bool = True) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                check: bool = True) -> torch.Tensor:
         """tokens (batch, seq) int → logits (batch, seq, vocab); for a vector model (d_input > 0)
-        float inputs (batch, seq, d_input) → predictions (batch, seq, 1). ``check=False`` skips
-        the input checks (for callers that validated already, e.g. a vmapped ensemble)."""
+        float inputs (batch, seq, d_input) → predictions (batch, seq, 1). A sequence of 0 positions
+        gives (batch, 0, …) outputs.
+
+        ``attention_mask`` (batch, seq), 1 = real token, 0 = padding (as in HF / TransformerLens):
+        no position attends to padding, learned and rotary positions count real tokens only (left
+        padding shifts them so a row's real tokens have positions 0..n−1), and the conv reads
+        padding as zeros; so the outputs at real positions equal the unpadded row's (fp32: within
+        1e-5), on every backend (the Triton kernel takes no mask: a masked call runs sdpa). Outputs
+        at padding positions are finite and meaningless. Without a mask (or with one of all ones)
+        the computation is exactly the unmasked one. ``check=False`` skips the input checks (for
+        callers that validated already, e.g. a vmapped ensemble)."""
         if check:
-            self.check_tokens(tokens)
+            self.check_tokens(tokens, attention_mask)
+        real = None if attention_mask is None or bool(attention_mask.bool().all()) else attention_mask.bool()
+        positions = None if real is None else (real.long().cumsum(-1) - 1).clamp(min=0)
         if self.read_in is not None:
             resid = self.hook_embed(self.read_in(tokens))
         else:
             resid = self.hook_embed(self.embed(tokens))
-        if self.pos_embed is not None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
-            resid = resid + self.hook_pos_embed(self.pos_embed(positions))[None]
+        if self.pos_embed is not None and real is None:
+            arange = torch.arange(tokens.shape[1], device=tokens.device)
+            resid = resid + self.hook_pos_embed(self.pos_embed(arange))[None]
+        elif self.pos_embed is not None:  # padded: (batch, pos, d_model), each row counts its own real tokens
+            resid = resid + self.hook_pos_embed(self.pos_embed(positions))
         for block in self.blocks:
-            resid = block(resid)
+            resid = block(resid, real, positions)
         head = self.read_out if self.read_out is not None else self.unembed
         return head(self.ln_final(resid))
 
-    def run_with_cache(self, tokens, names_filter=None):
+    def run_with_cache(self, tokens, names_filter=None, attention_mask=None):
         """``(logits, cache)``; see ``minitf.hooks.run_with_cache`` (and its note on the logits)."""
-        return run_with_cache(self, tokens, names_filter)
+        return run_with_cache(self, tokens, names_filter, attention_mask=attention_mask)
 
-    def run_with_hooks(self, tokens, fwd_hooks=()):
+    def run_with_hooks(self, tokens, fwd_hooks=(), attention_mask=None):
         """Logits of a forward pass with ``fwd_hooks`` = [(name or filter, fn), ...] attached
         for this pass only (TransformerLens's name for ``with minitf.hooks(model, ...)``)."""
         with hooks(self, list(fwd_hooks)):
-            return self(tokens)
+            return self(tokens, attention_mask)
 
     def use_attention(self, impl: str | None) -> "Transformer":
         """Run attention with backend ``impl`` ("naive", "sdpa", ...) instead of cfg.attn_impl,
@@ -302,9 +279,10 @@ class Transformer(nn.Module):
     def to_tokens(self, text) -> torch.Tensor:
         """A whitespace-separated string (or list of token strings) → (1, seq) int64 ids on the
         model's device; needs an attached vocab (``minitf.load`` attaches it). No BOS is added:
-        write ``<bos>`` yourself where the model was trained with one."""
+        write ``<bos>`` yourself where the model was trained with one. An empty string gives a
+        (1, 0) int64 tensor (the model maps it to (1, 0, vocab) logits; ``generate`` refuses it)."""
         vocab = self._need_vocab("to_tokens")
-        return torch.tensor([vocab.encode(text)], device=self.embed.weight.device)
+        return torch.tensor([vocab.encode(text)], dtype=torch.long, device=self.embed.weight.device)
 
     def to_string(self, tokens):
         """Ids → a space-joined string (1-D tensor or list) or a list of strings (2-D)."""
@@ -321,39 +299,39 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, tokens: torch.Tensor, max_new_tokens: int, temperature: float = 0.0,
-                 generator: torch.Generator | None = None, stop_token: int | list[int] | None = None):
+                 generator: torch.Generator | None = None, stop_token: int | list[int] | None = None,
+                 attention_mask: torch.Tensor | None = None):
         """Continue ``tokens`` (batch, seq) by ``max_new_tokens`` (batch, seq + new) ids.
 
-        temperature 0 = greedy; otherwise sample from softmax(logits / temperature) (pass a
-        seeded ``generator`` to reproduce). Each row stops on its own at a ``stop_token`` (an id
-        or a list of ids): later positions of that row repeat the stop token, and generation
-        ends when every row has stopped. Raises ``InputError`` for a negative max_new_tokens
-        or temperature, or a prompt + max_new_tokens longer than n_ctx.
+        ``temperature``: 0 = greedy (argmax); any finite T > 0 samples from softmax(logits / T),
+        computed in float32 (float64 for a float64 model) whatever the model's dtype, so a float16
+        model at T = 1e-4 samples almost surely the argmax instead of overflowing; a T so small that
+        even float32 overflows gives the exact limit, the argmax (``minitf.inputs.sample_next``).
+        T = 1 is the model's own distribution; large T tends to uniform. Pass a seeded ``generator`` to
+        reproduce. Each row stops on its own at a ``stop_token`` (an id or a list of ids): later
+        positions of that row repeat the stop token, and generation ends when every row has
+        stopped. ``attention_mask`` (batch, seq): prompts of different lengths, padded on the
+        left (new tokens are appended after the last column). Raises ``InputError`` for an empty
+        prompt (seq 0, or a row with no real token), right padding, a negative or non-integer
+        max_new_tokens, a temperature that is negative, inf or NaN, or a prompt + max_new_tokens
+        longer than n_ctx; ``FloatingPointError`` if the model's logits are NaN or +inf.
         """
         if self.cfg.d_input:
             raise InputError("generate needs a token model; a vector model (d_input > 0) predicts a "
                              "scalar per position: call model(x)")
-        self.check_tokens(tokens)
-        if max_new_tokens < 0:
-            raise InputError(f"max_new_tokens must be >= 0 (got {max_new_tokens})")
-        if not temperature >= 0:
-            raise InputError(f"temperature must be >= 0, 0 meaning greedy (got {temperature})")
-        if tokens.shape[1] + max_new_tokens > self.cfg.n_ctx:
-            raise InputError(f"prompt ({tokens.shape[1]}) + max_new_tokens ({max_new_tokens}) "
-                             f"exceeds n_ctx={self.cfg.n_ctx}")
+        self.check_tokens(tokens, attention_mask)
+        check_generate(tokens, max_new_tokens, temperature, attention_mask, self.cfg.n_ctx)
         stops = [] if stop_token is None else [stop_token] if isinstance(stop_token, int) else list(stop_token)
         stop_ids = torch.tensor(stops, dtype=tokens.dtype, device=tokens.device)
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         last = torch.zeros(tokens.shape[0], dtype=tokens.dtype, device=tokens.device)
         for _ in range(max_new_tokens):
-            logits = self(tokens, check=False)[:, -1]
-            if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            else:
-                nxt = logits.argmax(-1)
+            logits = self(tokens, attention_mask, check=False)[:, -1]
+            nxt = sample_next(logits, temperature, generator) if temperature > 0 else logits.argmax(-1)
             nxt = torch.where(done, last, nxt)  # a stopped row repeats its stop token
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            if attention_mask is not None:
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(nxt), 1)], dim=1)
             if stops:
                 stopped_now = torch.isin(nxt, stop_ids) & ~done
                 last = torch.where(stopped_now, nxt, last)
@@ -365,3 +343,20 @@ class Transformer(nn.Module):
     def num_params(self) -> int:
         """Number of parameters (tied embeddings counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+    # -- input checks: bad input is one InputError naming the fix, raised before any compute ----
+    def check_tokens(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> None:
+        """Reject bad input before any compute, with the fix in the message (``InputError``).
+
+        Token model: int (batch, seq) ids < vocab_size. Vector model (``d_input > 0``): float
+        (batch, seq, d_input) in the parameters' dtype, finite. Both: seq ≤ n_ctx (seq 0 is
+        allowed), and ``attention_mask`` (optional) of 0/1 values with the shape (batch, seq).
+        Token ids are never read as padding: id 0 (``<pad>``) anywhere is an ordinary token unless
+        the mask says it pads.
+        """
+        if self.cfg.d_input:
+            check_vectors(tokens, self.cfg, self.read_in.weight.dtype)
+        else:
+            check_ids(tokens, self.cfg)
+        if attention_mask is not None:
+            check_attention_mask(attention_mask, tokens.shape[:2], conv=bool(self.cfg.conv_kernel))

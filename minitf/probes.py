@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from minitf.data import Batch
+from minitf.errors import InputError
 from minitf.evaluate import per_position_loss
 from minitf.hooks import hooks
 
@@ -43,6 +44,9 @@ def attention_patterns(model, tokens: torch.Tensor) -> torch.Tensor:
 
 def _mean_offset(patterns, queries: range, offset: int) -> np.ndarray:
     """Mean attention from each query position q to key q − offset, per (layer, head)."""
+    if len(queries) == 0:
+        raise InputError(f"the probe tokens ({patterns.shape[-1]} positions) hold no query position for this "
+                         "score; pass longer sequences (a repeated segment: at least segment + 1 tokens)")
     q = torch.tensor(list(queries))
     vals = patterns[:, :, :, q, q - offset]  # (layer, batch, head, n)
     return vals.mean(dim=(1, 3)).cpu().numpy()

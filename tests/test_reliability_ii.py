@@ -299,12 +299,12 @@ def test_suggested_head_fix_is_itself_valid(d_model, n_heads, d_head):
 
 
 # -- also: padding and one-line errors -----------------------------------------------------------
-def test_left_padding_is_refused_right_padding_is_exact(tiny_cfg):
+def test_left_padding_with_a_mask_and_right_padding_are_exact(tiny_cfg):
     model = Transformer(tiny_cfg).eval()
     model.vocab = Vocab([f"t{i}" for i in range(tiny_cfg.vocab_size - 1)])
     prompt = torch.tensor([[3, 4, 5, 6]])
-    with pytest.raises(InputError, match="left or inner padding"):
-        model(torch.tensor([[0, 0, 3, 4]]))
+    left = model(torch.tensor([[0, 0, 3, 4, 5, 6]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    assert torch.allclose(left[:, 2:], model(prompt), atol=1e-6)
     padded = model(torch.tensor([[3, 4, 5, 6, 0, 0]]))  # right padding: earlier positions unchanged
     assert torch.allclose(padded[:, :4], model(prompt), atol=1e-6)
 
