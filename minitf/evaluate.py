@@ -77,7 +77,8 @@ def answer_logprobs(model, examples, vocab, batch_size: int = 512) -> torch.Tens
         last = torch.tensor([ex.answer_pos - 1 for ex in chunk], device=device)
         picked = logits[torch.arange(len(chunk), device=device), last]
         out.append(torch.log_softmax(picked.float(), -1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(vocab))
+    width = model.cfg.vocab_size if hasattr(model, "cfg") else len(vocab)  # the logits' width, as for n > 0
+    return torch.cat(out) if out else torch.zeros(0, width)
 
 
 def kway_correct(logprobs: torch.Tensor, examples, vocab) -> list[bool]:
