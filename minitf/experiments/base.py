@@ -132,6 +132,10 @@ class Experiment(abc.ABC):
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
         """A picture of a ``--sweep`` (rows of ``sweep.json``), written into ``out``."""
 
+    def plots_sweep(self, grid_keys) -> bool:
+        """Whether ``sweep_plot`` draws a ``--grid`` over these keys (default: only ``--sweep``'s own grid)."""
+        return set(grid_keys) == set(self.sweep_grid)
+
 
 class PhaseReached(Exception):
     """Raised by ``RunContext.train`` when the runner asked to stop at the first phase

@@ -145,7 +145,7 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
         result.update(summary.write_sweep(out, grid, seeds, finished, failed))
         summary.print_table(finished, n_seeds)
         summary.plot_axes(out, grid, finished)
-        if not failed and set(grid) == set(exp.sweep_grid):
+        if not failed and exp.plots_sweep(grid):
             try:
                 exp.sweep_plot(out, result["grid"])
             except Exception as e:  # noqa: BLE001 — a plot must not lose the finished sweep's summary
