@@ -44,7 +44,7 @@ def test_evaluation_modes():
         for ex in task.evaluation(mode, rng, 20):
             assert ex.answer == ex.candidates[0] and ex.tokens[ex.answer_pos] == ex.answer
             items = set(ex.tokens[1::2])
-            if mode in ("icl", "unseen_labels", "sul", "random_labels_holdout"):
+            if mode in ("icl", "unseen_labels", "sul_item_tokens_holdout", "random_labels_holdout"):
                 assert not items & trained  # holdout items never have a fixed label
                 assert ex.answer in ex.tokens[:ex.answer_pos]  # the label is in context
             if mode == "iwl":
@@ -55,8 +55,16 @@ def test_evaluation_modes():
                 assert items <= trained and ex.answer != task.labels()[int(ex.tokens[-2][1:].split(".")[0]) % task.n_labels]
             if mode == "unseen_labels":
                 assert ex.answer.startswith("U")
-            if mode == "sul":  # labels are item tokens of trained classes (known tokens, another role)
+            if mode == "sul_item_tokens_holdout":  # labels are item tokens of trained classes (another role)
                 assert set(ex.tokens[2::2]) <= trained and set(ex.candidates) <= trained
+            if mode == "sul":  # trained classes with label tokens that are not their gold labels
+                gold = {task.labels()[int(it[1:].split(".")[0]) % task.n_labels] for it in items}
+                assert items <= trained and set(ex.candidates) <= set(task.labels())
+                assert not set(ex.candidates) & gold  # the weights' answer is not a candidate
+                labels_of = {}
+                for it, lab in zip(ex.tokens[1::2], ex.tokens[2::2]):
+                    labels_of.setdefault(it, set()).add(lab)
+                assert all(len(v) == 1 for v in labels_of.values())  # consistent within the sequence
             if mode in ("random_labels_trained", "true_labels_trained"):  # gold = the class's own label
                 assert items <= trained
                 assert ex.answer == task.labels()[int(ex.tokens[-2][1:].split(".")[0]) % task.n_labels]
@@ -105,9 +113,40 @@ def test_bursty_run_reports_every_mode(tmp_path):
     from minitf.experiments.bursty_plots import plot_follow_rate
 
     rows = follow_rate_sweep(str(tmp_path))
-    assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "fresh_fraction": 0.2, "step": s} for s in (100, 200, 300)]
+    assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "fresh_fraction": 0.2,
+                                             "relabel_fraction": 0.0, "step": s} for s in (100, 200, 300)]
     assert rows[-1]["follow_rate"] == res["flipped"]["acc"]
     assert os.path.getsize(plot_follow_rate(str(tmp_path), rows)) > 1000
+    lab = report["labels"]
+    assert lab["random_label_cost_trained"] == pytest.approx(res["true_labels_trained"]["acc"]
+                                                             - res["random_labels_trained"]["acc"])
+    assert lab["sul"] == res["sul"] and lab["relabel_fraction"] == 0.0
+
+
+def test_label_sweep_merges_runs_by_relabel_fraction(tmp_path):
+    import json
+
+    from minitf.experiments.bursty import label_sweep
+
+    def write(name, frac, follow, cost):
+        os.makedirs(tmp_path / name)
+        with open(tmp_path / name / "report.json", "w") as f:
+            json.dump({"experiment": "bursty", "labels": {"relabel_fraction": frac, "follow_rate": follow,
+                                                         "random_label_cost_trained": cost, "sul": {"acc": 0.6}}}, f)
+
+    for i, (frac, follow, cost) in enumerate([(0.0, 0.0, 0.0), (0.0, 0.02, 0.01), (0.1, 0.3, 0.1), (0.1, 0.4, 0.1),
+                                              (0.3, 0.6, 0.3), (0.3, 0.7, 0.2)]):
+        write(f"run{i}", frac, follow, cost)
+    out = label_sweep(str(tmp_path))
+    rows = out["label_sweep"]
+    assert [r["relabel_fraction"] for r in rows] == [0.0, 0.1, 0.3] and rows[2]["n_runs"] == 2
+    assert rows[2]["follow_rate"]["mean"] == pytest.approx(0.65)
+    lo, hi = rows[2]["follow_rate"]["ci95"]
+    assert lo < 0.65 < hi and hi - lo == pytest.approx(2 * 12.706 * 0.05 / np.sqrt(2) * np.sqrt(2), rel=1e-3)
+    assert all(out["label_targets"]["pass"].values())
+    write("run9", 0.3, 0.0, 0.0)  # the largest fraction's mean falls below the middle one's (0.325 < 0.35)
+    write("run10", 0.3, 0.0, 0.0)
+    assert not label_sweep(str(tmp_path))["label_targets"]["pass"]["follow_rate_rises"]
 
 
 def test_label_attention_scores_a_hand_set_induction_pattern():
@@ -144,3 +183,28 @@ def test_label_attention_scores_a_hand_set_induction_pattern():
         scores = label_attention(model, examples, vocab)
     assert scores[1][0] == pytest.approx(1.0, abs=1e-6)
     assert scores[1][1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_relabel_fraction_shows_trained_classes_with_other_labels():
+    """Dynamic labels (Chan et al.): with relabel_fraction > 0 a trained class appears with a
+    non-gold label in training, consistently within its sequence; at 0 it never does and the
+    training stream is the one earlier runs saw."""
+    def off_gold(task, seed=0, n=400):
+        bad, inconsistent = 0, 0
+        for ex in task.sample(np.random.default_rng(seed), n):
+            seen = {}
+            for item, label in zip(ex.tokens[1::2], ex.tokens[2::2]):
+                cls = int(item[1:].split(".")[0])
+                if cls < task.n_classes:
+                    bad += label != task.labels()[cls % task.n_labels]
+                    inconsistent += seen.setdefault(item, label) != label
+        return bad, inconsistent
+
+    assert off_gold(BurstyTask()) == (0, 0)
+    bad, inconsistent = off_gold(BurstyTask(relabel_fraction=0.3))
+    assert bad > 100 and inconsistent == 0
+    base = BurstyTask().sample(np.random.default_rng(7), 50)
+    assert [e.tokens for e in base] == [e.tokens for e in BurstyTask(relabel_fraction=0.0).sample(
+        np.random.default_rng(7), 50)]
+    with pytest.raises(ValueError, match="relabel_fraction"):
+        BurstyTask(relabel_fraction=1.5).validate()

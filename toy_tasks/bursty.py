@@ -16,6 +16,13 @@ context at all (ICL at chance even with induction heads present). So holdout cla
 sequences use pool items with labels drawn at random for that sequence only. Pool items
 never have a fixed label, so the ICL evaluation (holdout classes, arbitrary labels) can only
 be solved from the context.
+
+Dynamic labels (Chan et al. 2022), ``relabel_fraction``: that share of the trained-class
+sequences shows their classes with labels drawn at random for the sequence (consistent within
+it), so context and weights disagree in training too and the model must learn when to follow
+which. Without it (0, the default) a trained class never appears with another label, so the
+best policy ignores the context for trained classes and a flipped-label follow rate of 0 is
+forced by construction.
 """
 from dataclasses import dataclass
 
@@ -25,8 +32,10 @@ from toy_tasks.example import Example
 
 BOS = "<bos>"
 # The order fixes each evaluation's random stream (its index salts the generator): append only.
+# "sul_item_tokens_holdout" was called "sul" until 2026-12; "sul" now uses label tokens (appended).
 EVAL_MODES = ("icl", "iwl", "flipped", "unseen_labels",  # unseen_labels: called "unrelated" until 2026-11
-              "random_labels_trained", "random_labels_holdout", "sul", "true_labels_trained")
+              "random_labels_trained", "random_labels_holdout", "sul_item_tokens_holdout", "true_labels_trained",
+              "sul")
 
 
 @dataclass
@@ -43,15 +52,16 @@ class BurstyTask:
     p_bursty: float = 0.9  # share of training sequences that are bursty
     fresh_fraction: float = 0.2  # sequences of holdout-pool items with labels re-bound at random
     n_pairs: int = 8  # (item, label) pairs before the query
+    relabel_fraction: float = 0.0  # trained-class sequences whose labels are re-drawn per sequence (dynamic labels)
 
     def validate(self):
         """Returns ``self``; raises ``ValueError`` unless n_classes, n_holdout, n_labels ≥ 2,
-        exemplars ≥ 1, p_bursty and fresh_fraction in [0, 1], 1 ≤ 2·burstiness ≤ n_pairs and
+        exemplars ≥ 1, p_bursty, fresh_fraction and relabel_fraction in [0, 1], 1 ≤ 2·burstiness ≤ n_pairs and
         zipf_alpha ≥ 0."""
         if self.n_classes < 2 or self.n_holdout < 2 or self.exemplars < 1 or self.n_labels < 2:
             raise ValueError("need n_classes >= 2, n_holdout >= 2, exemplars >= 1, n_labels >= 2")
-        if not (0 <= self.p_bursty <= 1 and 0 <= self.fresh_fraction <= 1):
-            raise ValueError("p_bursty and fresh_fraction must be in [0, 1]")
+        if not (0 <= self.p_bursty <= 1 and 0 <= self.fresh_fraction <= 1 and 0 <= self.relabel_fraction <= 1):
+            raise ValueError("p_bursty, fresh_fraction and relabel_fraction must be in [0, 1]")
         if not 1 <= 2 * self.burstiness <= self.n_pairs:
             raise ValueError(f"need 1 <= 2*burstiness <= n_pairs (got {self.burstiness}, {self.n_pairs})")
         if self.zipf_alpha < 0:
@@ -99,8 +109,10 @@ class BurstyTask:
     def sample(self, rng: np.random.Generator, n: int) -> list[Example]:
         """``n`` training sequences, every label scored: a ``fresh_fraction`` draw uniformly from
         the holdout pool with labels re-bound at random for the sequence, the rest Zipf over the
-        trained classes with label c mod n_labels; a ``p_bursty`` share is bursty (the query's
-        class and one other each ``burstiness`` times in context)."""
+        trained classes with label c mod n_labels — or, for a ``relabel_fraction`` share of them,
+        labels drawn at random per sequence; a ``p_bursty`` share is bursty (the query's class and
+        one other each ``burstiness`` times in context). With relabel_fraction 0 no extra random
+        number is drawn (the streams of earlier runs are unchanged)."""
         probs, labels = self.class_probs(), self.labels()
         out = []
         for _ in range(n):
@@ -117,7 +129,8 @@ class BurstyTask:
                 classes = [classes[i] for i in rng.permutation(len(classes))]
             else:
                 classes = [int(c) for c in draw(self.n_pairs)]
-            if fresh:
+            relabel = not fresh and self.relabel_fraction > 0 and rng.random() < self.relabel_fraction
+            if fresh or relabel:
                 names = {c: labels[int(rng.integers(self.n_labels))] for c in set(classes + [query])}
                 out.append(self._sequence(rng, classes, query, names.__getitem__))
             else:
@@ -133,9 +146,12 @@ class BurstyTask:
           ``icl`` holdout classes with arbitrary labels; ``flipped`` trained classes with their two
           labels swapped, scored against the context's label, so acc is the rate of following the
           context over the weights (Wei et al. 2023); ``unseen_labels`` holdout classes with label
-          tokens never seen in training; ``sul`` holdout classes labelled with *trained* tokens of
-          another role — item tokens of trained classes (Wei et al. 2023's semantically-unrelated
-          labels, made of tokens the model knows); ``random_labels_trained`` /
+          tokens never seen in training; ``sul`` trained classes shown with consistent *label*
+          tokens that are not their gold labels (Wei et al. 2023's semantically-unrelated labels:
+          the weights' answer is not a candidate, so the model must map the class to a label
+          token from the context alone); ``sul_item_tokens_holdout`` (``sul`` before 2026-12)
+          holdout classes labelled with item tokens of trained classes — tokens never trained
+          as outputs, so it sits at chance by construction; ``random_labels_trained`` /
           ``random_labels_holdout`` the two classes' gold labels (trained: their own; holdout:
           arbitrary) but each demonstration shows one of the two labels at random, scored
           against the gold label (Min et al. 2022); ``true_labels_trained`` trained classes with
@@ -159,16 +175,20 @@ class BurstyTask:
 
     def _two_way(self, mode: str, rng: np.random.Generator) -> Example:
         labels = self.labels()
-        if mode in ("flipped", "random_labels_trained", "true_labels_trained"):  # trained classes
+        if mode in ("flipped", "random_labels_trained", "true_labels_trained", "sul"):  # trained classes
             a, b = (int(c) for c in rng.choice(self.n_classes, 2, replace=False))
             while a % self.n_labels == b % self.n_labels:
                 b = int(rng.integers(self.n_classes))
             gold = {a: labels[a % self.n_labels], b: labels[b % self.n_labels]}
             shown = {a: gold[b], b: gold[a]} if mode == "flipped" else gold
+            if mode == "sul":  # two label tokens that are neither class's gold label
+                others = [lab for lab in labels if lab not in gold.values()]
+                la, lb = rng.choice(len(others), 2, replace=False)
+                shown = {a: others[la], b: others[lb]}
         else:  # holdout classes never seen in training with a fixed label
             a, b = (self.n_classes + int(c) for c in rng.choice(self.n_holdout, 2, replace=False))
             pool = {"unseen_labels": self.unseen_labels(),
-                    "sul": [self.item(c, 0) for c in range(self.n_classes)]}.get(mode, labels)
+                    "sul_item_tokens_holdout": [self.item(c, 0) for c in range(self.n_classes)]}.get(mode, labels)
             la, lb = rng.choice(len(pool), 2, replace=False)
             gold = shown = {a: pool[la], b: pool[lb]}
         classes = [a, b] * (self.n_pairs // 2)

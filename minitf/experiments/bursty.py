@@ -11,11 +11,13 @@ import glob
 import json
 import os
 
+import numpy as np
 import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
+from minitf.fileio import atomic_write_json
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table, read_metrics
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
@@ -76,11 +78,15 @@ class BurstyExperiment(Experiment):
         model.eval()
         results = {m: accuracy(model, m) for m in EVAL_MODES}
         results["flipped"]["follow_rate"] = results["flipped"]["acc"]  # answers that follow the context
+        labels = {"relabel_fraction": task.relabel_fraction, "follow_rate": results["flipped"]["acc"],
+                  # Min et al.: what random demonstration labels cost on classes the weights know
+                  "random_label_cost_trained": results["true_labels_trained"]["acc"]
+                  - results["random_labels_trained"]["acc"], "sul": results["sul"]}
         scores = all_scores(model, probe, segment, start=1)
         scores["label_attention"] = label_attention(model, evals["icl"], vocab)
         curve = [{"step": r["step"], "follow_rate": r["eval"]["follow_rate"], "icl": r["eval"]["icl_acc"],
                   "iwl": r["eval"]["iwl_acc"]} for r in read_metrics(ctx.run_dir) if "follow_rate" in r.get("eval", {})]
-        return {"results": results, "scores": scores, "follow_rate_curve": curve,
+        return {"results": results, "scores": scores, "follow_rate_curve": curve, "labels": labels,
                 "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"])}
 
     def summary(self, report: dict) -> str:
@@ -91,21 +97,31 @@ class BurstyExperiment(Experiment):
         out = format_table(["eval", "acc", "95% CI", "chance", "n"], rows, title=f"bursty — {report['architecture']}")
         a = report["ablation"]
         single = ", ".join(f"{k} {v:.2f}" for k, v in a["single_heads"].items())
+        if "labels" in report:
+            lab = report["labels"]
+            out += (f"\n\nlabels (relabel_fraction {lab['relabel_fraction']}): flipped follow rate "
+                    f"{lab['follow_rate']:.3f}; random-label cost on trained classes "
+                    f"{lab['random_label_cost_trained']:+.3f}; SUL (label tokens) {lab['sul']['acc']:.3f}")
         out += (f"\n\ninduction heads (query → labels after earlier copies of the query item, ≥ 0.5 of "
                 f"attention): {a['heads']}; ICL {a['icl_acc_before']:.3f} → {a['icl_acc']:.3f} with all of them "
                 f"ablated\nICL with one head ablated: {single}")
         return out
 
+    def plots_sweep(self, grid_keys) -> bool:
+        """``--sweep``'s grid, and any ``--grid`` over p_bursty, n_classes and relabel_fraction."""
+        return bool(grid_keys) and set(grid_keys) <= {"p_bursty", "n_classes", "relabel_fraction"}
+
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
-        """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid;
-        ``out/follow_rate.json`` (``follow_rate_sweep``, see ``follow_rate_sweep``) and
-        ``out/follow_rate.png``."""
+        """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid (when
+        both vary); ``out/follow_rate.json`` (``follow_rate_sweep`` and ``label_sweep``, see those)
+        and ``out/follow_rate.png``."""
         from minitf.experiments.bursty_plots import plot_follow_rate, plot_phase_diagram
 
-        plot_phase_diagram(out, grid)
+        if grid and all("p_bursty" in g and "n_classes" in g for g in grid):
+            plot_phase_diagram(out, grid)
         rows = follow_rate_sweep(out)
-        with open(os.path.join(out, "follow_rate.json"), "w") as f:
-            json.dump({"follow_rate_sweep": rows}, f, indent=1)
+        atomic_write_json(os.path.join(out, "follow_rate.json"), {"follow_rate_sweep": rows,
+                                                                   **label_sweep(out)})
         plot_follow_rate(out, rows)
 
 
@@ -142,7 +158,8 @@ def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
 
 def follow_rate_sweep(out: str) -> list[dict]:
     """Wei et al. (2023)'s flipped-label curve, from every finished bursty run under ``out``: one
-    row per run and evaluation step, ``{"setting": {p_bursty, n_classes, fresh_fraction, step}, "follow_rate",
+    row per run and evaluation step, ``{"setting": {p_bursty, n_classes, fresh_fraction, relabel_fraction,
+    step}, "follow_rate",
     "icl", "iwl"}`` (rates in [0, 1]; ``follow_rate``: flipped-label answers that follow the
     context). Training steps, burstiness and the number of classes all move a model between
     ICL- and IWL-dominant, the from-scratch analogue of Wei's model scale."""
@@ -156,6 +173,43 @@ def follow_rate_sweep(out: str) -> list[dict]:
             task = json.load(f)["task"]
         for point in report["follow_rate_curve"]:
             rows.append({"setting": {"p_bursty": task["p_bursty"], "n_classes": task["n_classes"],
-                                     "fresh_fraction": task["fresh_fraction"], "step": point["step"]},
+                                     "fresh_fraction": task["fresh_fraction"],
+                                     "relabel_fraction": task.get("relabel_fraction", 0.0), "step": point["step"]},
                          **{k: point[k] for k in ("follow_rate", "icl", "iwl")}})
     return rows
+
+
+def label_sweep(out: str) -> dict:
+    """The label study over ``relabel_fraction`` from every finished bursty run under ``out``:
+    ``{"label_sweep": [{"relabel_fraction", "n_runs", "follow_rate", "random_label_cost_trained",
+    "sul"}], "label_targets": {...}}``, each figure the mean over the runs (seeds) of that
+    fraction with a 95% t-interval (``[lo, hi]``; a single run: the value twice). Targets: the
+    follow rate rises monotonically with the fraction and is ≥ 0.5 at the largest (≥ 0.3); the
+    random-label cost on trained classes rises with it (Min et al.'s "small cost" and Wei et
+    al.'s "following flips" as two ends of one knob). Empty when no run has ``labels``."""
+    from minitf.runs.seeds import t975
+
+    by_fraction = {}
+    for path in sorted(glob.glob(os.path.join(out, "**", "report.json"), recursive=True)):
+        with open(path) as f:
+            report = json.load(f)
+        if report.get("experiment") == "bursty" and "labels" in report:
+            by_fraction.setdefault(report["labels"]["relabel_fraction"], []).append(report["labels"])
+    if not by_fraction:
+        return {}
+
+    def mean_ci(values):
+        v = np.asarray(values, dtype=float)
+        half = t975(len(v)) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+        return {"mean": float(v.mean()), "ci95": [float(v.mean() - half), float(v.mean() + half)]}
+
+    rows = [{"relabel_fraction": frac, "n_runs": len(labs),
+             "follow_rate": mean_ci([lab["follow_rate"] for lab in labs]),
+             "random_label_cost_trained": mean_ci([lab["random_label_cost_trained"] for lab in labs]),
+             "sul": mean_ci([lab["sul"]["acc"] for lab in labs])} for frac, labs in sorted(by_fraction.items())]
+    follow = [r["follow_rate"]["mean"] for r in rows]
+    cost = [r["random_label_cost_trained"]["mean"] for r in rows]
+    targets = {"pass": {"follow_rate_rises": len(rows) > 1 and all(b > a for a, b in zip(follow, follow[1:])),
+                        "follow_rate_ge_0.5_at_0.3": rows[-1]["relabel_fraction"] >= 0.3 and follow[-1] >= 0.5,
+                        "random_label_cost_rises": len(rows) > 1 and all(b > a for a, b in zip(cost, cost[1:]))}}
+    return {"label_sweep": rows, "label_targets": targets}

@@ -36,14 +36,16 @@ def plot_follow_rate(out: str, rows: list[dict], filename: str = "follow_rate.pn
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     markers = iter("osD^v<>phX*" * 4)
-    key = lambda r: (r["setting"]["p_bursty"], r["setting"]["n_classes"], r["setting"]["fresh_fraction"])  # noqa: E731
+    key = lambda r: (r["setting"]["p_bursty"], r["setting"]["n_classes"], r["setting"]["fresh_fraction"],  # noqa: E731
+                     r["setting"].get("relabel_fraction", 0.0))
     settings = sorted({key(r) for r in rows})
     steps = [r["setting"]["step"] for r in rows]
-    for p, k, fresh in settings:
-        mine = [r for r in rows if key(r) == (p, k, fresh)]
+    for p, k, fresh, relabel in settings:
+        mine = [r for r in rows if key(r) == (p, k, fresh, relabel)]
         sc = ax.scatter([r["icl"] - r["iwl"] for r in mine], [r["follow_rate"] for r in mine],
                         c=[r["setting"]["step"] for r in mine], vmin=min(steps), vmax=max(steps),
-                        cmap="viridis", marker=next(markers), label=f"p_bursty {p}, K {k}, fresh {fresh}")
+                        cmap="viridis", marker=next(markers),
+                        label=f"p_bursty {p}, K {k}, fresh {fresh}, relabel {relabel}")
     fig.colorbar(sc, ax=ax, label="training step")
     ax.set_xlabel("ICL − IWL accuracy  (← weights dominate | context dominates →)")
     ax.set_ylabel("flipped labels: follow rate")
