@@ -16,6 +16,8 @@ import os
 import signal
 import tempfile
 
+import numpy as np
+
 from minitf.artifacts import LOCK, TMP_PREFIX
 from minitf.errors import MinitfError
 
@@ -66,8 +68,10 @@ def _maybe_die(f, data: bytes) -> None:
 
 
 def finite_or_none(data):
-    """``data`` with every non-finite float (NaN, inf, -inf; also numpy floats) replaced by None,
-    in nested dicts, lists and tuples (tuples become lists, as JSON has them)."""
+    """``data`` with every non-finite float (NaN, inf, -inf) replaced by None, in nested dicts,
+    lists and tuples (tuples become lists, as JSON has them); numpy scalars become Python numbers."""
+    if isinstance(data, np.generic):
+        data = data.item()
     if isinstance(data, float):
         return data if math.isfinite(data) else None
     if isinstance(data, dict):

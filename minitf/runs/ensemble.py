@@ -17,12 +17,10 @@ Member losses equal single runs to float32 reordering (tests/test_ensemble.py).
 import dataclasses
 import time
 
-from tqdm import tqdm
-
 from minitf.ensemble import Ensemble, train_ensemble
 from minitf.errors import ConfigError
 from minitf.experiments.base import Experiment, PhaseReached, PhaseSpec, RunContext
-from minitf.trainer import Trainer, lr_at
+from minitf.trainer import Trainer, lr_at, progress_bar
 
 
 def first_phase(ctx: RunContext) -> PhaseSpec:
@@ -68,7 +66,7 @@ def train_members(contexts: list[RunContext], phases: list[PhaseSpec], cfg) -> N
     trainers = [Trainer(p.model, cfg, None, ctx.run_dir, phase=p.name, evaluate=p.evaluate)
                 for ctx, p in zip(contexts, phases)]
     batch_fns = [ctx.batch_fn(p.sample, p.stream, cfg.batch_size) for ctx, p in zip(contexts, phases)]
-    bar = tqdm(total=cfg.steps, desc=f"{phases[0].name} x{len(phases)}", disable=None, leave=False)
+    bar = progress_bar(cfg.steps, 0, f"{phases[0].name} x{len(phases)}")
 
     def on_step(step: int, losses: list[float]) -> None:
         bar.update(1)

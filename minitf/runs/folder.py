@@ -5,6 +5,7 @@ it was, so the corrected command is never refused because of a half-made run. A 
 (report.json present) is never rewritten by ``--resume``.
 """
 import dataclasses
+import math
 import os
 import time
 
@@ -78,28 +79,42 @@ def check_compatible(experiment: Experiment, model_cfg: ModelConfig, train_cfg: 
 GIB = 1024 ** 3
 
 
-def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> dict | None:
+def memory_estimate(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> dict:
     """A lower bound of the memory one training step of this config needs, in bytes, without
-    allocating it (the model is built on the ``meta`` device): ``{"bytes", "params", "largest":
-    (name, shape), "activations"}``. Parameters count 16 bytes each (fp32 weights, gradients and
+    allocating it (the model is built on the ``meta`` device): ``{"bytes", "params", "parts":
+    {part: (bytes, what to lower)}}``. Parameters count 16 bytes each (fp32 weights, gradients and
     AdamW's two moments); activations at least the logits and their gradient plus one residual
-    stream per layer for ``batch_size × seq_len`` positions. None if the model cannot be built there."""
+    stream per layer, for ``batch_size × seq_len`` positions. A model too large for torch to
+    describe counts its embeddings only."""
     from minitf.model import Transformer
 
     try:
         with torch.device("meta"):
             model = Transformer(model_cfg)
-    except Exception:  # noqa: BLE001 — an estimate must never be why a valid run fails
-        return None
-    params = list(model.named_parameters())
-    n_params = sum(p.numel() for _, p in params)
-    largest = max(params, key=lambda item: item[1].numel(), default=("", torch.empty(0)))
+        params = [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+        buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    except Exception:  # noqa: BLE001 — too large for torch to describe (an overflow), or unbuildable:
+        # the embeddings alone, a lower bound that needs no model
+        params = [("embed.weight", (model_cfg.vocab_size, model_cfg.d_model))] + (
+            [("pos_embed.weight", (model_cfg.n_ctx, model_cfg.d_model))] if model_cfg.positional == "learned" else [])
+        buffers = 0
+    n_params = sum(math.prod(shape) for _, shape in params)
+    name, biggest = max(params, key=lambda item: math.prod(item[1]), default=("", ()))
+    sizes = {"pos_embed": "n_ctx (learned positions have n_ctx × d_model weights) or d_model",
+             "embed": "vocab_size or d_model", "unembed": "vocab_size or d_model"}
+    hint = next((v for k, v in sizes.items() if name.startswith(k)), "d_model, d_mlp or n_layers")
     width = model_cfg.vocab_size if not model_cfg.d_input else 1
     positions = train_cfg.batch_size * max(seq_len, 1)
-    activations = 4 * positions * (2 * width + model_cfg.n_layers * model_cfg.d_model)
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return {"bytes": 16 * n_params + buffers + activations, "params": n_params,
-            "largest": (largest[0], tuple(largest[1].shape)), "activations": activations}
+    parts = {
+        f"weights ({n_params:,} parameters at 16 bytes with gradients and AdamW state; the largest, {name}, "
+        f"{' × '.join(map(str, biggest))})": (16 * n_params, hint),
+        f"logits (batch_size {train_cfg.batch_size} × {seq_len} positions × {width} outputs, with their gradient)":
+            (8 * positions * width, "batch_size" + (" or vocab_size" if not model_cfg.d_input else "")),
+        f"activations (batch_size {train_cfg.batch_size} × {seq_len} positions × {model_cfg.n_layers} layers × "
+        f"d_model {model_cfg.d_model})": (4 * positions * model_cfg.n_layers * model_cfg.d_model,
+                                          "batch_size, n_layers or d_model"),
+    }
+    return {"bytes": sum(b for b, _ in parts.values()) + buffers, "params": n_params, "parts": parts}
 
 
 def available_memory(device: str) -> int | None:
@@ -123,22 +138,17 @@ def available_memory(device: str) -> int | None:
 
 
 def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> None:
-    """Raise ``ConfigError`` (before any work) when a config cannot fit in this machine's memory,
-    with the estimate, what there is and the field that makes it large."""
+    """Raise ``ConfigError`` (before any work) when a config cannot fit in this machine's memory:
+    the estimate (``memory_estimate``, a lower bound), what there is, and its largest part with
+    the settings that size it."""
     need = memory_estimate(model_cfg, train_cfg, seq_len)
     have = available_memory(train_cfg.device)
-    if need is None or have is None or need["bytes"] <= have:
+    if have is None or need["bytes"] <= have:
         return
-    name, shape = need["largest"]
+    part, (size, lower) = max(need["parts"].items(), key=lambda item: item[1][0])
     where = "GPU" if train_cfg.device == "cuda" else "machine"
-    big = (f"activations {need['activations'] / GIB:,.1f} GiB (batch_size {train_cfg.batch_size} × {seq_len} "
-           f"positions): lower batch_size" if need["activations"] > need["bytes"] / 2 else
-           f"largest weight {name} {' × '.join(map(str, shape))}: lower the setting that sizes it"
-           + (" (n_ctx: positional='learned' has n_ctx × d_model position weights)" if name.startswith("pos_embed")
-              else ""))
-    raise ConfigError(f"this config needs at least {need['bytes'] / GIB:,.1f} GiB to train ({need['params']:,} "
-                      f"parameters at 16 bytes with gradients and AdamW state, plus activations), more than this "
-                      f"{where}'s {have / GIB:,.1f} GiB; {big}")
+    raise ConfigError(f"this config needs at least {need['bytes'] / GIB:,.1f} GiB to train, more than this {where}'s "
+                      f"{have / GIB:,.1f} GiB; the largest part is {size / GIB:,.1f} GiB of {part}: lower {lower}")
 
 
 def check_new_folder(run_dir: str, experiment: Experiment, overwrite: bool) -> None:
