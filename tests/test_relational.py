@@ -286,3 +286,33 @@ def test_generated_worlds_are_unchanged():
     assert _world_digest(RelationalTask(), 1) == "f1494f03efc8e29d"
     hub = RelationalTask(n_entities=450, new_fact_layout="random", hub_fraction=0.3)
     assert _world_digest(hub, 0) == "ebd6e107cb32047f"
+
+
+def test_identity_facts_state_no_reversed_relation(world):
+    """The identity bridge (Ma et al. 2026) adds "A are A ." for the new facts' entities: an
+    identity relation only — no sentence of its training mix states any new fact reversed."""
+    from minitf.experiments.headline import IDENTITY, identity_facts, identity_mixture
+    from minitf.experiments.recall import phase2_mixture
+
+    facts = identity_facts(world)
+    assert all(f.x == f.y and f.rel == IDENTITY for f in facts)
+    assert {f.x for f in facts} == {e for f in world.new_facts for e in (f.x, f.y)}
+    reversed_new = {tuple(f.reversed(world.inverse).tokens()[:3]) for f in world.new_facts}
+    base = phase2_mixture(world, world.new_sentences(), lambda rng, n: [world.document(rng, world.fixed_facts)])
+    docs = identity_mixture(world, 0.5, base)(np.random.default_rng(0), 400)
+    sentences = [tuple(d.tokens[i:i + 3]) for d in docs for i in range(1, len(d.tokens), 4)]
+    assert not set(sentences) & reversed_new
+    share = np.mean([d.tokens[2] == IDENTITY for d in docs])
+    assert 0.4 < share < 0.6  # the identity documents' share of the mix
+
+
+def test_head_selection_reaches_layer_0():
+    """With the causal conv the induction-like heads form in layer 0 (prefix-matching 0.58–0.61 on
+    seed 0, every layer-1 head 0.03): the selection ranks every layer, and takes all heads above
+    the threshold together."""
+    from minitf.probes import select_heads
+
+    scores = [[0.58, 0.61, 0.59, 0.40], [0.03, 0.03, 0.02, 0.03]]
+    assert select_heads(scores, threshold=0.5, min_layer=0) == [[0, 1], [0, 2], [0, 0]]
+    assert select_heads(scores, threshold=0.9, min_layer=0) == [[0, 1]]  # none above: the best one
+    assert select_heads(scores, threshold=0.5, min_layer=1) == [[1, 0]]  # the old default missed them

@@ -87,7 +87,8 @@ class BurstyExperiment(Experiment):
         curve = [{"step": r["step"], "follow_rate": r["eval"]["follow_rate"], "icl": r["eval"]["icl_acc"],
                   "iwl": r["eval"]["iwl_acc"]} for r in read_metrics(ctx.run_dir) if "follow_rate" in r.get("eval", {})]
         return {"results": results, "scores": scores, "follow_rate_curve": curve, "labels": labels,
-                "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"])}
+                "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"],
+                                     seed=ctx.train_cfg.seed)}
 
     def summary(self, report: dict) -> str:
         """A table of the four evaluations (acc, 95% CI, chance, n), the induction heads and the
@@ -103,8 +104,10 @@ class BurstyExperiment(Experiment):
                     f"{lab['follow_rate']:.3f}; random-label cost on trained classes "
                     f"{lab['random_label_cost_trained']:+.3f}; SUL (label tokens) {lab['sul']['acc']:.3f}")
         out += (f"\n\ninduction heads (query → labels after earlier copies of the query item, ≥ 0.5 of "
-                f"attention): {a['heads']}; ICL {a['icl_acc_before']:.3f} → {a['icl_acc']:.3f} with all of them "
-                f"ablated\nICL with one head ablated: {single}")
+                f"attention, any layer): {a['heads']}; ICL {a['icl_acc_before']:.3f} → {a['icl_acc']:.3f} with all "
+                f"of them ablated" + (f", → {a['random_icl_acc']:.3f} with random heads {a['random_heads']} ablated"
+                                      if "random_heads" in a else "")
+                + f"\nICL with one head ablated: {single}")
         return out
 
     def plots_sweep(self, grid_keys) -> bool:
@@ -142,13 +145,20 @@ def label_attention(model, examples, vocab) -> list[list[float]]:
     return [(cache[n][:, :, -1] * mask[:, None]).sum(-1).mean(0).tolist() for n in names]
 
 
-def ablation(model, label_attn, icl_acc, threshold: float = 0.5) -> dict:
-    """ICL accuracy with every induction head (layer ≥ 1, label attention ≥ threshold; else the
-    top one) zero-ablated together, and with each single head ablated."""
-    heads = select_heads(label_attn, threshold=threshold)
+def ablation(model, label_attn, icl_acc, threshold: float = 0.5, seed: int = 0) -> dict:
+    """ICL accuracy with every induction head (label attention ≥ threshold in any layer; else
+    the top one) zero-ablated together, with as many random other heads ablated (the control,
+    ``random_heads`` / ``random_icl_acc``), and with each single head ablated."""
+    heads = select_heads(label_attn, threshold=threshold, min_layer=0)
     out = {"heads": heads, "icl_acc_before": icl_acc(), "single_heads": {}}
     with ablate_heads(model, [tuple(h) for h in heads]):
         out["icl_acc"] = icl_acc()
+    others = [[layer, h] for layer, row in enumerate(label_attn) for h in range(len(row)) if [layer, h] not in heads]
+    if len(others) >= len(heads):
+        rng = np.random.default_rng([seed, 4242])
+        out["random_heads"] = [others[i] for i in rng.choice(len(others), len(heads), replace=False)]
+        with ablate_heads(model, [tuple(h) for h in out["random_heads"]]):
+            out["random_icl_acc"] = icl_acc()
     for layer, row in enumerate(label_attn):
         for h in range(len(row)):
             with ablate_heads(model, [(layer, h)]):

@@ -9,13 +9,20 @@ at tiny scale (docs/science.md, docs/headline.md). Phases:
   phase2_self    the same, plus the reversals / conclusions the phase-1 model itself
                  generated (greedy) with the new facts in its context;
   then (``recall``, on by default) phase1_recall, phase2_recall_sup, recall_rl (REINFORCE),
-                 phase2_recall_rl (``minitf.experiments.recall``).
+                 phase2_recall_rl (``minitf.experiments.recall``);
+  phase2_identity (``identity_fraction`` > 0, the default) the fourth bridge, identity facts
+                 (Ma et al. 2026, "Identity Bridge", arXiv 2602.02470): phase 2's new facts,
+                 still one direction only, with ``identity_fraction`` of the documents made of
+                 identity sentences ``A are A .`` (the identity relation r_id, spelled with the
+                 existing word ``are`` so the vocabulary — and every other condition — is
+                 unchanged) for every entity of the new relation facts; no reversed relation.
 Conditions, all on the same new facts and queries:
   in_weights (phase2, no context) · in_context (phase-1 model, the facts among distractors
   in the prompt) · augmented_oracle / augmented_self (their phase-2 models, no context) ·
   retrieval (phase2 model, the trained sentences that mention the query's entity in context)
   · phase1_facts (the fixed world, both directions: a sanity row) · recall_supervised /
-  recall_rl (their phase-2 models recall facts into their own context first: docs/recall.md).
+  recall_rl (their phase-2 models recall facts into their own context first: docs/recall.md)
+  · identity_bridge (phase2_identity's model, no context).
 Each recall query is scored three ways (a prototype found the k-way score leaks through
 unembedding similarity): k-way among same-role distractors, top-1 over all entities, and
 direction — p(answer | x r⁻¹) vs p(answer | x r), which association alone cannot decide (a
@@ -44,10 +51,11 @@ from minitf.experiments.queryset import (KINDS, QuerySet, _matching_facts, _same
                                          _shares_relation)
 from minitf.experiments.recall import (RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, plot_rl, recall_lines,
                                       run_recall)
-from toy_tasks.relational_facts import Fact
+from toy_tasks.relational_facts import ARE, Fact
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",
-              "phase1_facts") + RECALL_CONDITIONS
+              "phase1_facts") + RECALL_CONDITIONS + ("identity_bridge",)
+IDENTITY = ARE  # the identity relation r_id of "A are A ." (an existing word: the vocabulary is unchanged)
 
 
 @dataclass
@@ -66,10 +74,15 @@ class HeadlineConfig(Phase2Schedule):
     recall_steps: int = 300  # supervised recall phase (phase1_recall) from phase 1's weights
     rl_steps: int = 150  # REINFORCE steps from phase1_recall's weights (recall_rl)
     rl_lr: float = 1e-4  # REINFORCE learning rate (Adam, constant)
+    # identity_bridge (Ma et al. 2026): share of phase2_identity's documents that are identity
+    # sentences "A are A ." about the new facts' entities; 0 = no identity_bridge condition
+    identity_fraction: float = 0.25
 
     def validate(self):
         """Returns ``self``; raises ``ValueError`` if ``relation_steps`` or ``rl_steps`` < 0,
         ``recall_steps`` or ``phase2_steps`` < 1 or ``rl_lr`` <= 0."""
+        if not 0 <= self.identity_fraction < 1:
+            raise ValueError(f"identity_fraction must be in [0, 1) (got {self.identity_fraction})")
         if min(self.relation_steps, self.recall_steps - 1, self.rl_steps) < 0 or not self.rl_lr > 0:
             raise ValueError("relation_steps and rl_steps must be >= 0, recall_steps >= 1 and rl_lr > 0 (got "
                              f"{self.relation_steps}, {self.recall_steps}, {self.rl_steps}, {self.rl_lr})")
@@ -86,7 +99,8 @@ class HeadlineExperiment(Experiment):
     description = "in-weights vs in-context reversal & syllogism, with augmentation and retrieval"
     task_cls = RelationalTask
     config_cls = HeadlineConfig
-    phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self") + RECALL_PHASES
+    # data streams follow this order: phases added later go last, so earlier phases keep their streams
+    phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self") + RECALL_PHASES + ("phase2_identity",)
     artifacts = ("results.png", "recall_rl.png")
     splits = "reversal,syllogism"
     phase1_steps = 700
@@ -171,9 +185,19 @@ class HeadlineExperiment(Experiment):
                 results["phase1_facts"] = qset.evaluate(model, "phase1_facts")
                 by_matching_facts = qset.retrieval_by_matching_facts(model)
                 direction_control = qset.direction_control(model)
+        identity = {}
+        if schedule.identity_fraction > 0:  # the fourth bridge: identity facts, no reversed relation
+            ctx.load_phase(model, "phase1")
+            ctx.train(model, identity_mixture(world, schedule.identity_fraction,
+                                              phase2_mixture(world, world.new_sentences(), phase1_sample)),
+                      phase="phase2_identity", train_cfg=phase2_cfg)
+            model.eval()
+            results["identity_bridge"] = qset.evaluate(model, "identity_bridge")
+            identity = {"identity_bridge_direction_control": qset.direction_control(model),
+                        "n_identity_facts": len(identity_facts(world))}
         recall = run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) if schedule.recall else {}
         results = {c: results[c] for c in CONDITIONS if c in results} | recall.pop("results", {})
-        return {"results": results, "self_generation": gen_stats, **recall,
+        return {"results": results, "self_generation": gen_stats, **recall, **identity,
                 "n_new_facts": len(world.new_facts), "n_syllogism_queries": len(world.queries["syllogism"]),
                 "n_entities": len(world.entities), "episode_answer_acc": episode_acc, "induction": induction,
                 "in_weights_direction_control": direction_control,
@@ -194,14 +218,17 @@ class HeadlineExperiment(Experiment):
         gen = report["self_generation"]
         ind = report["induction"]
         strong = [h for h in ind["heads"] if ind["scores"]["prefix_matching"][h[0]][h[1]] > 0.5]
-        label = "induction heads" if strong else "no induction head formed (prefix-matching ≤ 0.5); top heads"
-        ind_line = (f"\n{label} (layer ≥ 1, by prefix-matching): {ind['heads']}; {ind['split']} "
+        label = "induction heads" if strong else "no induction head formed (prefix-matching ≤ 0.5); top head"
+        ind_line = (f"\n{label} (any layer, prefix-matching ≥ 0.5): {ind['heads']}; {ind['split']} "
                     f"{ind['base']:.3f} → {ind['ablated']:.3f} with them ablated, "
                     f"→ {ind['random_ablated']:.3f} with random heads {ind['random_heads']} ablated")
         control = report.get("in_weights_direction_control", {})
         control_line = "".join(f"\nin weights, {k} with an unrelated same-role answer: {v['acc']:.3f} "
                                f"(vs {results['in_weights'][k.replace('_control', '')]['acc']:.3f} for the true answer)"
                                for k, v in control.items())
+        control_line += "".join(f"\nidentity bridge, {k} with an unrelated same-role answer: {v['acc']:.3f} "
+                                f"(vs {results['identity_bridge'][k.replace('_control', '')]['acc']:.3f})"
+                                for k, v in report.get("identity_bridge_direction_control", {}).items())
         shared = report.get("in_context_by_shared_relation", {})
         shared_line = "".join(f"\nin context, {k} when another context fact has the query's relation: "
                               f"{v['shared_relation']['acc']:.3f} (n={v['shared_relation']['n']}), when none has: "
@@ -222,9 +249,10 @@ class HeadlineExperiment(Experiment):
             plot_rl(run_dir, report)
 
     def loss_branches(self) -> dict:
-        """The three phase-2 runs and ``phase1_recall`` branch from ``phase1``, the recall
-        conditions' phase-2 runs from ``phase1_recall`` (recall_rl's REINFORCE is between)."""
-        return ({phase: "phase1" for phase in ("phase2", "phase2_oracle", "phase2_self", "phase1_recall")}
+        """The phase-2 runs (identity included) and ``phase1_recall`` branch from ``phase1``, the
+        recall conditions' phase-2 runs from ``phase1_recall`` (recall_rl's REINFORCE is between)."""
+        return ({phase: "phase1" for phase in ("phase2", "phase2_oracle", "phase2_self", "phase1_recall",
+                                               "phase2_identity")}
                 | {phase: "phase1_recall" for phase in ("phase2_recall_sup", "phase2_recall_rl")})
 
 
@@ -232,15 +260,33 @@ def _fmt(x):
     return "-" if x is None else f"{x:.3f}"
 
 
-def induction_section(model, world, ctx, qset, in_context: dict, n_heads: int = 2) -> dict:
-    """Which heads of the phase-1 model are induction heads (prefix-matching on repeated random
-    entity tokens), and in-context accuracy with them ablated vs as many random heads ablated."""
+def identity_facts(world) -> list[Fact]:
+    """``A are A`` (r_id) for every entity of the new relation facts, in first-seen order."""
+    entities = dict.fromkeys(e for f in world.new_facts for e in (f.x, f.y))
+    return [Fact(e, IDENTITY, e) for e in entities]
+
+
+def identity_mixture(world, fraction: float, base):
+    """phase2_identity's ``sample(rng, n)``: an identity document (``identity_facts``) with
+    probability ``fraction``, else ``base(rng, 1)`` (phase 2's own mix: forward new facts and replay)."""
+    facts = identity_facts(world)
+
+    def sample(rng, n):
+        return [world.document(rng, facts) if rng.random() < fraction else base(rng, 1)[0] for _ in range(n)]
+    return sample
+
+
+def induction_section(model, world, ctx, qset, in_context: dict, threshold: float = 0.5) -> dict:
+    """Which heads of the phase-1 model are induction heads (prefix-matching ≥ ``threshold`` on
+    repeated random entity tokens, in *any* layer: with the causal conv they form in layer 0; the
+    best one if none reaches it), and in-context accuracy with all of them ablated together (the
+    circuit is redundant head by head) vs as many random other heads ablated (the control)."""
     cfg = model.cfg
     segment = min(20, (cfg.n_ctx - 1) // 2)
     tokens = repeated_random_tokens(ctx.eval_rng(3), ctx.vocab.encode(world.entities), 64, segment,
                                     bos_id=ctx.vocab.index["<bos>"])
     scores = all_scores(model, tokens, segment, start=1)
-    heads = select_heads(scores["prefix_matching"], top=n_heads)
+    heads = select_heads(scores["prefix_matching"], threshold=threshold, min_layer=0)
     others = [[layer, h] for layer in range(cfg.n_layers) for h in range(cfg.n_heads) if [layer, h] not in heads]
     rng = np.random.default_rng([ctx.train_cfg.seed, 4242])
     random_heads = [others[i] for i in rng.choice(len(others), len(heads), replace=False)]
