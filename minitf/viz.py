@@ -6,10 +6,16 @@ see where it attends) and returns a complete, self-contained HTML page: circuits
 JavaScript bundle is inlined (≈1.3 MB), not loaded from a CDN, so the file opens offline in
 any browser and in a notebook (``IPython.display.HTML(html)``).
 
+Token strings are untrusted text (any word of a user's facts file is a token): the data is
+embedded script-safely (``script_safe_json``: ``<``, ``>``, ``&``, U+2028 and U+2029 written as
+JSON escapes), so a token ``</script>``, ``<!--`` or ``</SCRIPT >`` is shown as written and never
+ends or changes the page's script element.
+
 Needs the ``lens`` extra: ``pip install -e ".[lens]"`` (circuitsvis); without it
 ``ImportError`` names the extra.
 """
 import html as html_lib
+import json
 import os
 
 import torch
@@ -32,9 +38,36 @@ def _token_strings(ids: list[int], vocab) -> list[str]:
     if vocab is None:
         return [str(i) for i in ids]
     tokens = vocab.tokens if hasattr(vocab, "tokens") else list(vocab)
-    if max(ids) >= len(tokens):
-        raise InputError(f"token id {max(ids)} is not in the vocab ({len(tokens)} tokens)")
-    return [tokens[i] for i in ids]
+    bad = [i for i in ids if not 0 <= i < len(tokens)]
+    if bad:
+        raise InputError(f"token id {bad[0]} is not in the vocab ({len(tokens)} tokens)")
+    return [str(tokens[i]) for i in ids]
+
+
+def script_safe_json(value) -> str:
+    """``json.dumps(value)`` that can stand inside an HTML ``<script>`` element: ``<``, ``>``,
+    ``&``, U+2028 and U+2029 are written as ``\\u003c``-style escapes (the same value to a JSON or
+    JavaScript parser), so no string in ``value`` can close the element (``</script>``), open an
+    HTML comment (``<!--``) or end a JavaScript line."""
+    text = json.dumps(value)
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                         ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(char, escape)
+    return text
+
+
+def _script_safe_view(src: str, element: str) -> str:
+    """circuitsvis's page fragment ``src`` with the props of ``CircuitsVis.render(id, element,
+    {props})`` (raw ``json.dumps``, unsafe inside a script) re-encoded by ``script_safe_json``."""
+    call = f"CircuitsVis.{element},"
+    at = src.rfind(call)
+    if at < 0:
+        raise RuntimeError(f"circuitsvis's page has no {call!r}: this circuitsvis version renders differently; "
+                           f"{LENS_INSTALL} installs a supported one")
+    start = at + len(call)
+    start += len(src[start:]) - len(src[start:].lstrip())
+    props, end = json.JSONDecoder().raw_decode(src, start)
+    return src[:start] + script_safe_json(props) + src[end:]
 
 
 @torch.no_grad()
@@ -79,9 +112,10 @@ def attention_html(model, tokens, layer: int, vocab=None, path=None) -> str:
     view = cv.attention_heads(attention=pattern, tokens=strings, attention_head_names=names)
     title = f"attention, layer {layer} ({len(names)} heads, {len(ids)} tokens)"
     # local_src inlines the JS bundle; str(view) would load it from a CDN (needs the internet)
+    body = _script_safe_view(view.local_src, "AttentionHeads")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html_lib.escape(title)}</title>\n</head>\n<body>\n"
-            f"<h3>{html_lib.escape(title)}</h3>\n{view.local_src}\n</body>\n</html>\n")
+            f"<h3>{html_lib.escape(title)}</h3>\n{body}\n</body>\n</html>\n")
     if path is not None:
         from minitf.fileio import atomic_write_bytes
 
