@@ -13,6 +13,12 @@ Every score is an array indexed [layer][head]. Attention patterns come from
   gains are folded into W_V (the block's ln1) and W_U (ln_final); centring and the
   per-token scale are ignored, as in Elhage et al.'s attention-only analysis.
 - ICL score: loss at a late token minus loss at an early token (more negative = more ICL).
+
+Per position (``score_curves``): the attention scores above are means over query positions, and
+a head can work at some positions only — in tests/data/induction_run the previous-token heads
+attend to i−1 with 0.98–0.99 up to position ≈ 60 and 0.00 from 64 on, a mean of 0.48.
+``head_verdicts`` reports where each head works (``position_range``) and decides ``formed`` on
+the positions training covered, so a head is never called absent where it works.
 """
 import contextlib
 
@@ -168,6 +174,74 @@ def ablation_effect(model, heads, metric, mode: str = "zero", means=None) -> dic
     with ablate_heads(model, heads, mode, means):
         ablated = metric(model)
     return {"heads": [list(h) for h in heads], "base": base, "ablated": ablated, "delta": ablated - base}
+
+
+THRESHOLD = 0.5  # a score above it: the head does the thing (the report's "formed" rule)
+MIN_RUN = 8  # consecutive query positions a head must work at to count as working somewhere
+SMOOTH = 5  # per-position scores are averaged over this many neighbouring positions first
+
+
+def score_curves(model, tokens: torch.Tensor, segment: int, start: int) -> dict:
+    """Each attention score per query position, the ``report.json`` format:
+    ``{score: {"positions": [q, ...], "score": [layer][head][i]}}`` for ``previous_token``
+    (q = 1..n−1, attention to q − 1), ``prefix_matching`` (q in the later repeats, to
+    q − segment + 1) and ``duplicate_token`` (to q − segment), each the mean over the batch of
+    ``tokens`` (batch, n) (a segment of length ``segment`` repeated from position ``start``)."""
+    patterns = attention_patterns(model, tokens)
+    n = tokens.shape[1]
+    out = {}
+    for name, queries, offset in (("previous_token", range(1, n), 1),
+                                  ("prefix_matching", range(start + segment, n), segment - 1),
+                                  ("duplicate_token", range(start + segment, n), segment)):
+        if len(queries) == 0:
+            raise InputError(f"the probe tokens ({n} positions) hold no query position for {name}; pass longer "
+                             "sequences (a repeated segment: at least segment + 1 tokens)")
+        q = torch.tensor(list(queries))
+        curve = patterns[:, :, :, q, q - offset].mean(dim=1)  # (layer, head, n_queries)
+        out[name] = {"positions": list(queries), "score": np.round(curve.cpu().numpy(), 4).tolist()}
+    return out
+
+
+def position_range(curve, positions, threshold: float = THRESHOLD, min_run: int = MIN_RUN,
+                   smooth: int = SMOOTH) -> list[int] | None:
+    """``[first, last]``: the longest run of consecutive query ``positions`` where ``curve`` (one
+    head's per-position score), averaged over ``smooth`` neighbours, is above ``threshold``; None
+    when no run is ``min_run`` positions long (a head attending to BOS scores 1.0 at position 1
+    alone: that is not a previous-token head)."""
+    arr = np.asarray(curve, dtype=float)
+    if smooth > 1 and len(arr) >= smooth:
+        padded = np.pad(arr, (smooth // 2, smooth - 1 - smooth // 2), mode="edge")
+        arr = np.convolve(padded, np.ones(smooth) / smooth, mode="valid")
+    best, run_start = None, None
+    for i, works in enumerate(list(arr > threshold) + [False]):
+        if works and run_start is None:
+            run_start = i
+        elif not works and run_start is not None:
+            if i - run_start >= min_run and (best is None or i - run_start > best[1] - best[0] + 1):
+                best = (run_start, i - 1)
+            run_start = None
+    return None if best is None else [int(positions[best[0]]), int(positions[best[1]])]
+
+
+def head_verdicts(curves: dict, trained_positions: int, threshold: float = THRESHOLD) -> dict:
+    """Where each head works and whether it formed, from ``score_curves`` output, judged on the
+    query positions training covered (< ``trained_positions``, the training data's sequence
+    length): ``{"position_range": {score: [layer][head] [first, last] or None}, "formed": {score:
+    [layer][head] bool}, "score_trained": {score: [layer][head] mean over covered positions}}``.
+    A head formed when its mean over the covered positions is above ``threshold`` or it works
+    (``position_range``) on a run of covered positions: never called absent where it works."""
+    out = {"position_range": {}, "formed": {}, "score_trained": {}}
+    for name, c in curves.items():
+        keep = [i for i, q in enumerate(c["positions"]) if q < trained_positions]
+        positions = [c["positions"][i] for i in keep]
+        ranges, formed, means = [], [], []
+        for layer in c["score"]:
+            ranges.append([position_range([head[i] for i in keep], positions) if keep else None for head in layer])
+            means.append([round(float(np.mean([head[i] for i in keep])), 4) if keep else None for head in layer])
+            formed.append([bool(r is not None or (m is not None and m > threshold))
+                           for r, m in zip(ranges[-1], means[-1])])
+        out["position_range"][name], out["formed"][name], out["score_trained"][name] = ranges, formed, means
+    return out
 
 
 def all_scores(model, tokens: torch.Tensor, segment: int, start: int) -> dict:

@@ -14,7 +14,8 @@ from minitf.data import collate
 from minitf.evaluate import per_position_loss
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.induction_plots import plot_induction
-from minitf.probes import ablation_effect, all_scores, icl_score, repeated_random_tokens, select_heads
+from minitf.probes import (MIN_RUN, ablation_effect, all_scores, head_verdicts, icl_score, repeated_random_tokens,
+                           score_curves, select_heads)
 from minitf.report import format_table, read_metrics
 from toy_tasks.induction import BOS, InductionTask
 
@@ -30,7 +31,7 @@ class InductionExperiment(Experiment):
     name = "induction"
     description = "induction heads on repeated random tokens (2-layer attention-only)"
     task_cls = InductionTask
-    artifacts = ("scores.png", "head_scores.png", "attention.png", "attention.html")
+    artifacts = ("scores.png", "head_scores.png", "position_scores.png", "attention.png", "attention.html")
 
     def default_model(self, task) -> ModelConfig:
         """2-layer attention-only, d_model 64, 4 heads of 16, vocab_size = the task's vocab,
@@ -55,7 +56,11 @@ class InductionExperiment(Experiment):
         ``scores_at_phase_change`` (``phase_change``; None without a ≥ 1-nat drop),
         ``top_induction_head`` (layer ≥ 1) and ``top_previous_token_head`` ([layer, head]),
         ``ablation`` (``ablation_effect`` on the second-repeat loss of the layer ≥ 1 heads with
-        prefix-matching ≥ 0.5, else the best one; None for a 1-layer model)."""
+        prefix-matching ≥ 0.5, else the best one; None for a 1-layer model). Per position, on the
+        same probes: ``score_curves`` (``probes.score_curves``: each score at each query position),
+        ``trained_positions`` ([0, last]: the positions the training inputs covered), and
+        ``position_range`` / ``formed`` / ``score_trained`` (``probes.head_verdicts``: where each
+        head works, whether it formed, judged on the trained positions)."""
         task, vocab = ctx.task, ctx.vocab
         eval_batch = collate(task.sample(ctx.eval_rng(), EVAL_SEQUENCES, full_length=True), vocab)
         symbols = vocab.encode(task.symbols())
@@ -88,9 +93,12 @@ class InductionExperiment(Experiment):
             def second_repeat_loss(m):
                 return per_position_loss(m, eval_batch)[second].mean().item()
             ablation = ablation_effect(model, [tuple(h) for h in heads], second_repeat_loss)
+        curves = score_curves(model, probe_tokens[:, :-1], task.segment_len, start=1)
+        trained = min(ctx.model_cfg.n_ctx, task.seq_len - 1)  # the training batches' input length
         return {**final, "phase_change_step": phase_step, "scores_at_phase_change": at_phase,
                 "top_induction_head": top, "top_previous_token_head": top_head(scores["previous_token"]),
-                "ablation": ablation}
+                "ablation": ablation, "score_curves": curves, "trained_positions": [0, trained - 1],
+                **head_verdicts(curves, trained)}
 
     def marks(self, report: dict) -> dict:
         """``{"phase change": phase_change_step}`` (None when there was none)."""
@@ -113,14 +121,64 @@ class InductionExperiment(Experiment):
                       s["duplicate_token"][layer][h], s["copying"][layer][h]]
                      for layer in range(len(s["copying"])) for h in range(len(s["copying"][0]))]
         out.append(format_table(["head", "prev-token", "prefix-match", "duplicate", "copying"], head_rows))
-        out.append(f"phase change at step {report['phase_change_step']}")
+        out.append(phase_sentence(report))
+        out.extend(head_sentences(report))
         if report["ablation"]:
-            a = report["ablation"]
-            names = ", ".join(f"L{layer}H{h}" for layer, h in a["heads"])
-            formed = any(s["prefix_matching"][layer][h] > 0.5 for layer, h in a["heads"])
-            what = "induction heads" if formed else "no induction head formed (prefix-matching ≤ 0.5); the best head"
-            out.append(f"ablating {what} {names}: second-repeat loss {a['base']:.3f} → {a['ablated']:.3f}")
+            out.append(ablation_sentence(report))
         return "\n\n".join(out)
+
+
+def phase_sentence(report: dict) -> str:
+    """One sentence on the phase change: its step, or that there was none."""
+    if report.get("phase_change_step") is None:
+        return ("No phase change: the second-repeat loss did not fall by 1 nat or more over the evaluations "
+                "(train longer, e.g. --set steps=1500).")
+    return f"Phase change at step {report['phase_change_step']} (the steepest drop of the second-repeat loss)."
+
+
+def _name(head) -> str:
+    return f"L{head[0]}H{head[1]}"
+
+
+def _formed(report: dict, score: str, head) -> bool:
+    """Whether ``head`` formed as a ``score`` head: the report's ``formed`` (judged per position on
+    the trained positions), or for a report without it the mean score above 0.5."""
+    if "formed" in report:
+        return report["formed"][score][head[0]][head[1]]
+    return report["scores"][score][head[0]][head[1]] > 0.5
+
+
+def head_sentences(report: dict) -> list[str]:
+    """Where the previous-token (layer 0 and up) and induction (layer ≥ 1) heads work, one sentence
+    each: the heads that formed with the positions they work at, or that none formed."""
+    if "formed" not in report:
+        return []
+    out = []
+    for kind, score, min_layer in (("Previous-token", "previous_token", 0), ("Induction", "prefix_matching", 1)):
+        formed = report["formed"][score]
+        heads = [(layer, h) for layer in range(min_layer, len(formed)) for h in range(len(formed[layer]))
+                 if formed[layer][h]]
+        if not heads:
+            out.append(f"{kind} heads: none formed (no head above 0.5 on {MIN_RUN} or more consecutive positions).")
+            continue
+        parts = []
+        for layer, h in heads:
+            rng = report["position_range"][score][layer][h]
+            where = f"positions {rng[0]}–{rng[1]}" if rng else "on average"
+            parts.append(f"{_name((layer, h))} ({where}; mean {report['scores'][score][layer][h]:.2f} over all)")
+        out.append(f"{kind} heads: {', '.join(parts)}.")
+    return out
+
+
+def ablation_sentence(report: dict) -> str:
+    """What ablating the selected layer ≥ 1 heads did, in one or two clean sentences."""
+    a = report["ablation"]
+    names = ", ".join(_name(h) for h in a["heads"])
+    effect = f"second-repeat loss {a['base']:.3f} → {a['ablated']:.3f} nats/token"
+    if any(_formed(report, "prefix_matching", h) for h in a["heads"]):
+        return f"Ablating the induction heads {names}: {effect}."
+    return (f"No induction head formed (prefix-matching ≤ 0.5). Ablating the best candidate, {names}: "
+            f"{effect}.")
 
 
 def top_head(score: list[list[float]], min_layer: int = 0):

@@ -1,25 +1,24 @@
-"""PNGs for the induction experiment: score trajectories, head heatmaps, attention patterns."""
+"""PNGs for the induction experiment: score trajectories, head heatmaps, scores per position,
+attention patterns. Drawn with ``minitf.report.subplots`` (no pyplot, the user's backend untouched)."""
 import os
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import minitf  # noqa: E402
-from minitf.probes import attention_patterns, repeated_random_tokens  # noqa: E402
-from minitf.report import read_metrics  # noqa: E402
+import minitf
+from minitf.probes import THRESHOLD, attention_patterns, repeated_random_tokens
+from minitf.report import read_metrics, save_figure, subplots
 
 SCORES = ("previous_token", "prefix_matching", "duplicate_token", "copying")
 
 
 def plot_induction(run_dir: str, report: dict) -> None:
     """Write the induction PNGs into ``run_dir``: scores.png (``plot_trajectories``),
-    head_scores.png (``plot_heatmaps``), attention.png and, with circuitsvis, attention.html
-    (``plot_top_patterns``; loads the saved model from ``run_dir``)."""
+    head_scores.png (``plot_heatmaps``), position_scores.png (``plot_position_scores``),
+    attention.png and, with circuitsvis, attention.html (``plot_top_patterns``; loads the saved
+    model from ``run_dir``)."""
     plot_trajectories(run_dir, report)
     plot_heatmaps(run_dir, report)
+    plot_position_scores(run_dir, report)
     plot_top_patterns(run_dir, report)
 
 
@@ -31,7 +30,7 @@ def plot_trajectories(run_dir, report):
     if not evals:
         return
     steps = [r["step"] for r in evals]
-    fig, axes = plt.subplots(1, len(SCORES) + 1, figsize=(4 * (len(SCORES) + 1), 3.5))
+    fig, axes = subplots(1, len(SCORES) + 1, figsize=(4 * (len(SCORES) + 1), 3.5))
     for ax, name in zip(axes, SCORES):
         arr = np.array([r["eval"]["scores"][name] for r in evals])  # (time, layer, head)
         for layer in range(arr.shape[1]):
@@ -51,15 +50,13 @@ def plot_trajectories(run_dir, report):
     for a in axes:
         if report.get("phase_change_step"):
             a.axvline(report["phase_change_step"], color="red", linestyle=":")
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "scores.png"), dpi=90)
-    plt.close(fig)
+    save_figure(fig, run_dir, "scores.png", dpi=90)
 
 
 def plot_heatmaps(run_dir, report):
     """head_scores.png: the report's final scores as (layer, head) heatmaps, one per score
     (colour range [0, 1]; [-1, 1] for copying)."""
-    fig, axes = plt.subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3))
+    fig, axes = subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3))
     for ax, name in zip(axes, SCORES):
         arr = np.array(report["scores"][name])
         im = ax.imshow(arr, vmin=-1 if name == "copying" else 0, vmax=1, cmap="viridis")
@@ -69,26 +66,66 @@ def plot_heatmaps(run_dir, report):
         for (i, j), v in np.ndenumerate(arr):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
         fig.colorbar(im, ax=ax, fraction=0.046, label="score")
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "head_scores.png"), dpi=90)
-    plt.close(fig)
+    save_figure(fig, run_dir, "head_scores.png", dpi=90)
+
+
+def plot_position_scores(run_dir, report):
+    """position_scores.png: each head's previous-token, prefix-matching and duplicate-token score
+    at every query position of the probes (the report's ``score_curves``), layer 0 dashed, with
+    the 0.5 line, each formed head's ``position_range`` in the legend, and the positions training
+    never covered shaded; writes nothing for a report without ``score_curves``."""
+    curves = report.get("score_curves")
+    if not curves:
+        return
+    trained_last = report.get("trained_positions", [0, None])[1]
+    fig, axes = subplots(1, len(curves), figsize=(5.2 * len(curves), 3.8), squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items()):
+        for layer, heads in enumerate(c["score"]):
+            for head, curve in enumerate(heads):
+                rng = report.get("position_range", {}).get(name, [[None] * len(heads)] * len(c["score"]))[layer][head]
+                label = f"L{layer}H{head}" + (f" works at {rng[0]}–{rng[1]}" if rng else "")
+                ax.plot(c["positions"], curve, label=label, linestyle="-" if layer else "--", linewidth=1)
+        ax.axhline(THRESHOLD, color="grey", linewidth=0.8, linestyle=":")
+        if trained_last is not None and c["positions"][-1] > trained_last:
+            ax.axvspan(trained_last + 0.5, c["positions"][-1] + 0.5, color="grey", alpha=0.15,
+                       label="not covered by training")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(f"{name.replace('_', ' ')} score per position", fontsize=9)
+        ax.set_xlabel("query position in the probe (0 = <bos>)")
+        ax.set_ylabel("mean attention probability")
+        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("where each head works: the report's scores are these curves averaged over positions", fontsize=9)
+    save_figure(fig, run_dir, "position_scores.png", dpi=90)
+
+
+def head_title(report: dict, kind: str, score_name: str, head) -> str:
+    """The attention.png panel title of ``head`` as a ``kind`` head: what it is, judged by the
+    report's per-position verdict (``formed``, ``position_range``) where there is one, so a head
+    that works at the positions shown is never titled absent."""
+    layer, h = head
+    value = report["scores"][score_name][layer][h]
+    label = score_name.replace("_", "-")
+    rng = report.get("position_range", {}).get(score_name, {})
+    rng = rng[layer][h] if rng else None
+    formed = report["formed"][score_name][layer][h] if "formed" in report else value > THRESHOLD
+    if formed and rng:
+        return (f"{kind} head L{layer}H{h}: works at positions {rng[0]}–{rng[1]}\n"
+                f"({label} {value:.2f} averaged over every probe position)")
+    if formed:
+        return f"{kind} head L{layer}H{h} ({label} {value:.2f})"
+    return f"no {kind} head formed: best is L{layer}H{h} ({label} {value:.2f} ≤ {THRESHOLD})"
 
 
 def plot_top_patterns(run_dir, report):
     """attention.png: the patterns of the top prefix-matching (layer ≥ 1) and previous-token heads
-    on a repeated random segment, titled by what they are — "induction head" only when its
-    prefix-matching score passed 0.5 — and attention.html (circuitsvis, with the lens extra)."""
-    scores = report.get("scores", {})
+    on a repeated random segment, titled by what they are (``head_title``) — and attention.html
+    (circuitsvis, with the lens extra)."""
     heads = []
     for kind, key, score_name in (("induction", "top_induction_head", "prefix_matching"),
                                   ("previous-token", "top_previous_token_head", "previous_token")):
         head = report.get(key)
         if head:
-            value = scores[score_name][head[0]][head[1]]
-            title = (f"{kind} head L{head[0]}H{head[1]} ({score_name.replace('_', '-')} {value:.2f})" if value > 0.5
-                     else f"no {kind} head formed: best is L{head[0]}H{head[1]} "
-                          f"({score_name.replace('_', '-')} {value:.2f} ≤ 0.5)")
-            heads.append((title, head))
+            heads.append((head_title(report, kind, score_name, head), head))
     if not heads:
         return
     model, vocab = minitf.load(run_dir)
@@ -96,17 +133,15 @@ def plot_top_patterns(run_dir, report):
     segment = min(12, (model.cfg.n_ctx - 1) // 2)
     tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, segment, bos_id=vocab.index["<bos>"])
     patterns = attention_patterns(model, tokens)
-    fig, axes = plt.subplots(1, len(heads), figsize=(5 * len(heads), 4.4))
+    fig, axes = subplots(1, len(heads), figsize=(5.4 * len(heads), 4.8))
     for ax, (title, (layer, head)) in zip(np.atleast_1d(axes), heads):
         im = ax.imshow(patterns[layer, 0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("key position (token attended to)")
         ax.set_ylabel("query position")
         fig.colorbar(im, ax=ax, fraction=0.046, label="attention probability")
-    fig.suptitle(f"a random segment of {segment} tokens, repeated", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(run_dir, "attention.png"), dpi=90)
-    plt.close(fig)
+    fig.suptitle(f"a random segment of {segment} tokens, repeated (positions 0–{2 * segment})", fontsize=9)
+    save_figure(fig, run_dir, "attention.png", dpi=90)
     try:  # the interactive view needs the lens extra (circuitsvis); the PNG does not
         from minitf.viz import attention_html
 
