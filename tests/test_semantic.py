@@ -145,3 +145,21 @@ def test_corpora_do_not_depend_on_the_python_hash_seed():
     digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
     assert len(digests) == 1, digests
+
+
+def test_sibling_split_separates_co_occurrence_from_inheritance():
+    """The control for "a category has its parent's properties in weights": a syllogism query
+    whose fact a sibling states could be answered by co-occurrence; the split finds them."""
+    from minitf.experiments.semantic import sibling_states
+    from toy_tasks.hierarchy import Fact, Hierarchy
+
+    tree = Hierarchy({"animal": None, "dog": "animal", "cat": "animal", "fish": "animal"},
+                     {"has": {"animal": ["fur"], "cat": ["fur", "claws"]}, "eats": {}, "fears": {}})
+    assert sibling_states(tree, Fact("dog", "has", "fur"))  # the cat states it
+    assert not sibling_states(tree, Fact("dog", "has", "scales"))
+    assert not sibling_states(tree, Fact("animal", "has", "fur"))  # a root has no siblings
+    from toy_tasks.semantic import SemanticTask
+
+    world = SemanticTask().build_worlds(0)["structured"]
+    split = [sibling_states(world.tree, q.fact) for q in world.queries["syllogism"]]
+    assert 0 < sum(split) < len(split)  # both halves exist in the default world

@@ -15,7 +15,6 @@ augmented_oracle, retrieval (the trained facts about the query's subject and the
 it is-a put in context), and trained_facts (trained facts asked as trained: a sanity row).
 Every split is scored k-way among hard distractors and top-1 over all words of the answer's kind.
 """
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
                                         episode_accuracy, phase2_train)
-from minitf.report import format_table, plot_condition_bars
+from minitf.report import format_table, plot_condition_bars, save_figure, subplots
 from toy_tasks import Example
 from toy_tasks.hierarchy import SPLITS, Fact
 from toy_tasks.semantic import SemanticTask
@@ -60,6 +59,28 @@ class WorldQueries:
             return self._score(model, self.queries_trained, None)
         return self._score(model, self.queries, {"in_context": self.context, "retrieval": self.retrieved}.get(condition))
 
+    def by_sibling(self, model) -> dict:
+        """In-weights (no context) syllogism accuracy split by whether a *sibling* of the queried
+        category states the queried fact ("S has P" for another child S of the same parent). An
+        inherited property can be learned as the parent's (structure) or by co-occurrence with
+        siblings that state it; the ``no_sibling_states`` half has no such sibling, so only the
+        first explanation is left there. Returns ``{"sibling_states" | "no_sibling_states":
+        {"syllogism": k-way record, "syllogism_top1": top-1 record}}``."""
+        qs = self.queries.get("syllogism", [])
+        tree = self.world.tree
+        out = {}
+        for name, keep in (("sibling_states", True), ("no_sibling_states", False)):
+            rows = [i for i, q in enumerate(qs) if sibling_states(tree, q.fact) == keep]
+            if not rows:
+                continue
+            sub = [qs[i] for i in rows]
+            examples = [self.world.query_example(qs[i], [], self.cands["syllogism"][i]) for i in rows]
+            lp = answer_logprobs(model, examples, self.vocab)
+            hits, chance = self._top1(lp, sub)
+            out[name] = {"syllogism": proportion(kway_correct(lp, examples, self.vocab), 1 / len(examples[0].candidates)),
+                         "syllogism_top1": proportion(hits, chance)}
+        return out
+
     def _score(self, model, queries, contexts) -> dict:
         results = {}
         for split, qs in queries.items():
@@ -80,6 +101,13 @@ class WorldQueries:
             hits.append(pool[int(scores.argmax())] == q.fact.y)
             chances.append(1 / len(pool))
         return hits, float(np.mean(chances))
+
+
+def sibling_states(tree, fact) -> bool:
+    """Does another child of ``fact.x``'s parent state "sibling rel y" in the trained tree?"""
+    parent = tree.parent.get(fact.x)
+    siblings = [c for c, p in tree.parent.items() if p == parent and c != fact.x] if parent is not None else []
+    return any(fact.y in tree.stated[fact.rel].get(c, []) for c in siblings)
 
 
 @dataclass
@@ -139,7 +167,7 @@ class SemanticExperiment(Experiment):
                   evaluate=lambda m, step: {"episode_answer_acc": episode_accuracy(m, probe, ctx.vocab)})
         episode_acc = episode_accuracy(model.eval(), probe, ctx.vocab)
         phase2_cfg = phase2_train(ctx.train_cfg, ctx.config.phase2_steps)
-        results, generation = {}, {}
+        results, generation, by_sibling = {}, {}, {}
         for w, name in enumerate(WORLDS):
             world = worlds[name]
             qset = WorldQueries(world, ctx.vocab, ctx.eval_rng(10 + w))
@@ -156,6 +184,7 @@ class SemanticExperiment(Experiment):
                 model.eval()
                 res[condition] = qset.evaluate(model, condition)
                 if suffix == "phase2":
+                    by_sibling[name] = qset.by_sibling(model)
                     res["retrieval"] = qset.evaluate(model, "retrieval")
                     res["trained_facts"] = qset.evaluate(model, "trained_facts")
             results[name] = {c: res[c] for c in CONDITIONS}
@@ -163,7 +192,7 @@ class SemanticExperiment(Experiment):
                 "worlds": {n: {"categories": len(w.tree.categories), "stated_facts": len(w.facts),
                                "training_sentences": len(w.training_sentences()),
                                "queries": {s: len(q) for s, q in w.queries.items()}} for n, w in worlds.items()},
-                "targets": targets(results)}
+                "syllogism_by_sibling": by_sibling, "targets": targets(results)}
 
     def summary(self, report: dict) -> str:
         """Per world, the conditions × splits table (k-way / top-1 accuracy, with chance), the
@@ -178,6 +207,13 @@ class SemanticExperiment(Experiment):
             trained = res["trained_facts"]
             out.append(format_table(["condition"] + [f"{s} (k-way / top-1)" for s in splits], rows,
                                     title=f"{self.name} — {name} world — {report['architecture']}"))
+            split = report.get("syllogism_by_sibling", {}).get(name, {})
+            if split:
+                out.append("in weights, syllogism (k-way / top-1) when a sibling states the fact: "
+                           + "; when none does: ".join(f"{v['syllogism']['acc']:.3f} / {v['syllogism_top1']['acc']:.3f} "
+                                                       f"(n={v['syllogism']['n']})" if v else "-"
+                                                       for v in (split.get("sibling_states"),
+                                                                 split.get("no_sibling_states"))))
             gen = report["self_generation"][name]
             out.append(f"trained facts asked as trained: {_pair(trained, 'trained')}; self-generated augmentation "
                        f"{gen['correct']}/{gen['total']} correct\n")
@@ -193,15 +229,11 @@ class SemanticExperiment(Experiment):
     def plots(self, run_dir: str, report: dict) -> None:
         """``results.png``: k-way accuracy bars per condition and split, one panel per world
         (trained_facts left out)."""
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), sharey=True)
+        fig, axes = subplots(1, 2, figsize=(14, 4.8), sharey=True)
         for ax, name in zip(axes, WORLDS):
-            plot_condition_bars(ax, report["results"][name], CONDITIONS[:-1], list(SPLITS),
-                                f"{name} world (k-way) — {report['architecture']}")
-        fig.tight_layout()
-        fig.savefig(os.path.join(run_dir, "results.png"), dpi=100)
-        plt.close(fig)
+            plot_condition_bars(ax, report["results"][name], CONDITIONS[:-1], list(SPLITS), f"{name} world (k-way)")
+        fig.suptitle(report["architecture"], fontsize=9)
+        save_figure(fig, run_dir, "results.png")
 
 
 def _pair(res: dict, split: str, key: str = "acc") -> str:
