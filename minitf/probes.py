@@ -178,7 +178,7 @@ def ablation_effect(model, heads, metric, mode: str = "zero", means=None) -> dic
 
 THRESHOLD = 0.5  # a score above it: the head does the thing (the report's "formed" rule)
 MIN_RUN = 8  # consecutive query positions a head must work at to count as working somewhere
-SMOOTH = 5  # per-position scores are averaged over this many neighbouring positions first
+MAX_GAP = 2  # dips below the threshold of at most this many positions do not end a run
 
 
 def score_curves(model, tokens: torch.Tensor, segment: int, start: int) -> dict:
@@ -203,24 +203,23 @@ def score_curves(model, tokens: torch.Tensor, segment: int, start: int) -> dict:
 
 
 def position_range(curve, positions, threshold: float = THRESHOLD, min_run: int = MIN_RUN,
-                   smooth: int = SMOOTH) -> list[int] | None:
+                   max_gap: int = MAX_GAP) -> list[int] | None:
     """``[first, last]``: the longest run of consecutive query ``positions`` where ``curve`` (one
-    head's per-position score), averaged over ``smooth`` neighbours, is above ``threshold``; None
-    when no run is ``min_run`` positions long (a head attending to BOS scores 1.0 at position 1
-    alone: that is not a previous-token head)."""
-    arr = np.asarray(curve, dtype=float)
-    if smooth > 1 and len(arr) >= smooth:
-        padded = np.pad(arr, (smooth // 2, smooth - 1 - smooth // 2), mode="edge")
-        arr = np.convolve(padded, np.ones(smooth) / smooth, mode="valid")
-    best, run_start = None, None
-    for i, works in enumerate(list(arr > threshold) + [False]):
-        if works and run_start is None:
-            run_start = i
-        elif not works and run_start is not None:
-            if i - run_start >= min_run and (best is None or i - run_start > best[1] - best[0] + 1):
-                best = (run_start, i - 1)
-            run_start = None
-    return None if best is None else [int(positions[best[0]]), int(positions[best[1]])]
+    head's per-position score) is above ``threshold``, dips of up to ``max_gap`` positions inside
+    a run bridged (a noisy 0.55 curve is one run, not many); None when no run spans ``min_run``
+    positions (a head attending to <bos> scores 1.0 at position 1 alone: no previous-token head)."""
+    works = [i for i, v in enumerate(curve) if v > threshold]
+    runs = []  # [first index, last index] of runs, gaps ≤ max_gap bridged
+    for i in works:
+        if runs and i - runs[-1][1] - 1 <= max_gap:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    runs = [r for r in runs if r[1] - r[0] + 1 >= min_run]
+    if not runs:
+        return None
+    first, last = max(runs, key=lambda r: r[1] - r[0])  # the first of equally long runs
+    return [int(positions[first]), int(positions[last])]
 
 
 def head_verdicts(curves: dict, trained_positions: int, threshold: float = THRESHOLD) -> dict:

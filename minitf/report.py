@@ -154,8 +154,10 @@ def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") 
         ax.hlines(chance, j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dotted")
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits, rotation=20)
     ax.set_ylabel("accuracy (bars: 95% Wilson intervals; dotted: chance)", fontsize=8)
-    ax.set_xlabel("split (_top1: argmax over every candidate word; _direction: p(answer | r⁻¹) > p(answer | r))",
-                  fontsize=7)
+    notes = [note for suffix, note in (("_top1", "_top1: argmax over every candidate word"),
+                                       ("_direction", "_direction: p(answer | r⁻¹) > p(answer | r)"))
+             if any(s.endswith(suffix) for s in splits)]
+    ax.set_xlabel(f"split ({'; '.join(notes)})" if notes else "split", fontsize=7)
     ax.set_ylim(0, 1.05)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, ncol=3)

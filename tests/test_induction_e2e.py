@@ -27,5 +27,8 @@ def test_induction_circuit_forms(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     tracked = [r for r in rows if "eval" in r]
     assert len(tracked) >= 10 and np.array(tracked[-1]["eval"]["scores"]["copying"]).shape == (2, 4)
-    for png in ("loss.png", "scores.png", "head_scores.png", "attention.png"):
+    # per position: a layer-0 previous-token head formed, and the report says where it works
+    assert any(report["formed"]["previous_token"][0]) and report["trained_positions"] == [0, 125]
+    assert any(r is not None for r in report["position_range"]["previous_token"][0])
+    for png in ("loss.png", "scores.png", "head_scores.png", "position_scores.png", "attention.png"):
         assert (tmp_path / "run" / png).exists()

@@ -1,7 +1,7 @@
 """The bursty experiment's sweep pictures: the ICL/IWL phase diagram and the flipped-label follow rate."""
 import numpy as np
 
-from minitf.report import plt, save_figure
+from minitf.report import save_figure, subplots
 
 
 def plot_phase_diagram(out: str, grid: list[dict]) -> None:
@@ -9,7 +9,7 @@ def plot_phase_diagram(out: str, grid: list[dict]) -> None:
     columns n_classes). ``grid``: ``sweep.json`` rows, each with ``p_bursty``, ``n_classes``,
     ``icl`` and ``iwl``; raises ``StopIteration`` if a grid combination has no row."""
     ps, ks = sorted({g["p_bursty"] for g in grid}), sorted({g["n_classes"] for g in grid})
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+    fig, axes = subplots(1, 2, figsize=(9, 3.8))
     for ax, key in zip(axes, ("icl", "iwl")):
         arr = np.array([[next(g[key] for g in grid if g["p_bursty"] == p and g["n_classes"] == k) for k in ks]
                         for p in ps])
@@ -34,7 +34,7 @@ def plot_follow_rate(out: str, rows: list[dict], filename: str = "follow_rate.pn
     n_classes, fresh_fraction). None when ``rows`` is empty."""
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     markers = iter("osD^v<>phX*" * 4)
     key = lambda r: (r["setting"]["p_bursty"], r["setting"]["n_classes"], r["setting"]["fresh_fraction"],  # noqa: E731
                      r["setting"].get("relabel_fraction", 0.0))

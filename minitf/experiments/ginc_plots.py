@@ -1,5 +1,5 @@
 """The ``ginc`` experiment's PNG: in-context accuracy against k per example length."""
-from minitf.report import plt, save_figure
+from minitf.report import save_figure, subplots
 
 TITLES = {"in_distribution": "in-distribution concepts", "out_of_distribution": "OOD concepts",
           "control": "control (one pretraining concept)"}
@@ -10,7 +10,7 @@ def plot_accuracy(run_dir: str, report: dict) -> str:
     a line per example length, accuracy in [0, 1] against k (symlog x axis, so k = 0 shows)
     with 95% intervals; dotted: chance. Returns the path."""
     acc = {name: report["accuracy"][name] for name in TITLES if name in report["accuracy"]}  # report.json sorts keys
-    fig, axes = plt.subplots(1, len(acc), figsize=(4.2 * len(acc), 3.6), sharey=True)
+    fig, axes = subplots(1, len(acc), figsize=(4.2 * len(acc), 3.6), sharey=True)
     for ax, (name, by_len) in zip(axes, acc.items()):
         for n, row in by_len.items():
             ks = sorted(row, key=int)

@@ -1,8 +1,8 @@
-"""The metalearn experiment's pictures: the accuracy matrix as a heatmap, and accuracy against
-the number of support examples."""
+"""The metalearn experiment's pictures: the accuracy matrix as a heatmap, accuracy against the
+number of support examples, and the training losses (each learner's training on its own axis)."""
 import numpy as np
 
-from minitf.report import plt, save_figure
+from minitf.report import plot_loss, save_figure, subplots
 
 STYLES = {"icl": dict(color="black", linewidth=2.2), "matchnet": dict(color="tab:green"),
           "protonet": dict(color="tab:blue"), "cnp": dict(color="tab:orange"),
@@ -16,7 +16,7 @@ def plot_matrix(run_dir: str, report: dict, filename: str = "matrix.png") -> str
     results, tests = report["results"], report["test_on"]
     rows = [(t, lrn) for t in results for lrn in next(iter(results[t].values()))]
     arr = np.array([[results[t][name].get(lrn, {}).get("acc", np.nan) for name in tests] for t, lrn in rows])
-    fig, ax = plt.subplots(figsize=(1.0 * len(tests) + 3, 0.32 * len(rows) + 1.6))
+    fig, ax = subplots(figsize=(1.0 * len(tests) + 3, 0.32 * len(rows) + 1.6))
     im = ax.imshow(arr, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
     for (i, j), v in np.ndenumerate(arr):
         if np.isfinite(v):
@@ -39,7 +39,7 @@ def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str
     trained on that family (solid) and on the mixture (dotted; the unknown family: mixture only)."""
     curves = report["curves"]
     tests = [t for t in report["test_on"] if not t.endswith("_shift")]
-    fig, axes = plt.subplots(1, len(tests), figsize=(4 * len(tests), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(tests), figsize=(4 * len(tests), 3.6), squeeze=False)
     for ax, test in zip(axes[0], tests):
         for train_on, line in ((test, "-"), ("mixture", ":")):
             if train_on not in curves:
@@ -60,3 +60,10 @@ def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str
             ax.legend(fontsize=6)
     axes[0][0].set_ylabel("accuracy")
     return save_figure(fig, run_dir, filename)
+
+
+def plot_losses(run_dir: str, filename: str = "loss.png") -> str:
+    """loss.png: every training of the run (one per learner and training family, each a separate
+    model) on its own step axis from 0, one panel per family ("trained on …"), the squared error
+    on the y axis; replaces the runner's loss.png, which would draw them end to end."""
+    return plot_loss(run_dir, filename=filename, panel=lambda phase: "trained on " + phase.rsplit("_", 1)[-1])

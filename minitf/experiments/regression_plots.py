@@ -1,7 +1,7 @@
 """The regression experiment's pictures: error/d curves over k, and the learning curve."""
 import os
 
-from minitf.report import plt, save_figure
+from minitf.report import save_figure, subplots
 
 STYLES = {"model": dict(color="black", linewidth=2.2), "least_squares": dict(color="tab:blue"),
           "ridge": dict(color="tab:cyan", linestyle=":"), "knn": dict(color="tab:green"),
@@ -11,7 +11,7 @@ STYLES = {"model": dict(color="black", linewidth=2.2), "least_squares": dict(col
 
 def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str:
     """error/d (squared error / d) against k in-context examples, 95% intervals shaded."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for name, curve in report["curves"].items():
         ks = sorted(int(k) for k in curve)
         err = [curve[k]["err"] if k in curve else curve[str(k)]["err"] for k in ks]
@@ -32,7 +32,7 @@ def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str
 
 def plot_learning(run_dir: str, report: dict, filename: str = "learning.png", others: dict | None = None) -> str:
     """error/d at the last k against the training step (``others``: more ``{label: [(step, err)]}``)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     series = {f"curriculum={report['curriculum']}": report["learning_curve"], **(others or {})}
     for label, rows in series.items():
         ax.plot([s for s, _ in rows], [e for _, e in rows], marker="o", markersize=3, label=label)
@@ -97,7 +97,7 @@ def plot_task_diversity(out: str, filename: str = "task_diversity.png") -> str |
     finite = [r["n_tasks"] for r in rows if r["n_tasks"]]
     inf_x = max(finite) * 8 if finite else 1
     xs = [r["n_tasks"] or inf_x for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = subplots(figsize=(7, 4.5))
     for key, label, style in (("model_new", "model, new tasks", STYLES["model"]),
                               ("model_pool", "model, pool tasks", dict(color="grey", linestyle="--")),
                               ("ridge_new", "ridge, new tasks", STYLES["ridge"]),

@@ -1,0 +1,122 @@
+"""minitf.report: figures never touch the user's matplotlib backend; loss.png names its unit and
+draws separate trainings on their own step axes."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minitf import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+IMPORT_ALL = """
+import importlib, json, pkgutil, sys
+import matplotlib
+backend = {backend!r}
+if backend:
+    matplotlib.use(backend)
+raw = lambda: {{k: repr(v) for k, v in dict.items(matplotlib.rcParams)}}  # no backend resolution
+before = raw()
+import minitf
+names = [m.name for m in pkgutil.walk_packages(minitf.__path__, "minitf.")]
+for name in names:
+    importlib.import_module(name)
+after = raw()
+print(json.dumps({{"changed": sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k)),
+                  "pyplot": "matplotlib.pyplot" in sys.modules, "n": len(names),
+                  "backend": matplotlib.get_backend() if backend else None}}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["svg", "module://matplotlib_inline.backend_inline", None])
+def test_importing_every_minitf_module_leaves_the_backend_and_rcparams_alone(backend):
+    """A notebook's backend (inline), a chosen one (svg, pdf) or matplotlib's own default: the same
+    after ``import minitf`` and every submodule; pyplot is never imported."""
+    if backend and backend.startswith("module://"):
+        pytest.importorskip("matplotlib_inline")
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+    out = subprocess.run([sys.executable, "-c", IMPORT_ALL.format(backend=backend)], capture_output=True,
+                         text=True, cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["changed"] == [] and not result["pyplot"] and result["n"] > 30
+    if backend:
+        assert result["backend"] == backend
+
+
+HEADLESS_PLOTS = """
+import json, sys
+import matplotlib
+from minitf.report import plot_loss, plot_condition_bars, save_figure, subplots
+run = sys.argv[1]
+plot_loss(run)
+fig, ax = subplots()
+plot_condition_bars(ax, {"a": {"s": {"acc": 0.5, "ci95": [0.4, 0.6], "chance": 0.25}}}, ["a"], ["s"], "t")
+save_figure(fig, run, "bars.png")
+print(dict.__getitem__(matplotlib.rcParams, "backend"))
+"""
+
+
+@pytest.mark.parametrize("mplbackend", ["TkAgg", "QtAgg", ""])
+def test_figures_are_written_with_no_screen_whatever_backend_the_user_set(tmp_path, mplbackend):
+    """No display, and an interactive backend that cannot open one: the PNGs are still written (Agg
+    canvas per figure) and the user's backend setting is left as it was."""
+    _metrics(tmp_path, {"train": [1.0, 0.5, 0.2]})
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+    if mplbackend:
+        env["MPLBACKEND"] = mplbackend
+    out = subprocess.run([sys.executable, "-c", HEADLESS_PLOTS, str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    for name in ("loss.png", "bars.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if mplbackend:
+        assert out.stdout.strip().splitlines()[-1].lower() == mplbackend.lower()
+
+
+def _metrics(run, losses: dict, d_input=None):
+    rows = [{"phase": phase, "step": 10 * (i + 1), "loss": v} for phase, vs in losses.items() for i, v in enumerate(vs)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if d_input is not None:
+        (run / "config.json").write_text(json.dumps({"experiment": "x", "model": {"d_input": d_input}}))
+
+
+def _captured(monkeypatch):
+    figures = []
+    real = report.save_figure
+    monkeypatch.setattr(report, "save_figure", lambda fig, *a, **kw: figures.append(fig) or real(fig, *a, **kw))
+    return figures
+
+
+@pytest.mark.parametrize("d_input,label", [(0, "training loss (nats/token)"), (3, "training loss (mean squared error)"),
+                                           (12, "training loss (mean squared error)"), (None, "training loss")])
+def test_the_loss_axis_names_its_unit(tmp_path, monkeypatch, d_input, label):
+    """A token model's cross-entropy is nats/token; a vector model's (regression, icl_gd, metalearn)
+    loss is a squared error; a folder without a readable config.json claims no unit."""
+    _metrics(tmp_path, {"train": [1.0, 0.5]}, d_input)
+    figures = _captured(monkeypatch)
+    report.plot_loss(str(tmp_path))
+    assert [ax.get_ylabel() for ax in figures[0].axes] == [label]
+
+
+def test_separate_trainings_each_start_at_step_zero_in_their_own_panel(tmp_path, monkeypatch):
+    _metrics(tmp_path, {"icl_pairwise": [1.0, 0.8, 0.5], "cnp_pairwise": [0.9, 0.7],
+                        "icl_mixture": [1.1, 0.6, 0.4, 0.3], "matchnet_wide_mixture": [0.5]}, d_input=7)
+    figures = _captured(monkeypatch)
+    report.plot_loss(str(tmp_path), panel=lambda phase: "trained on " + phase.rsplit("_", 1)[-1])
+    axes = [ax for ax in figures[0].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["trained on pairwise", "trained on mixture"]
+    lines = {line.get_label(): list(line.get_xdata()) for ax in axes for line in ax.get_lines()}
+    assert lines == {"icl_pairwise": [10, 20, 30], "cnp_pairwise": [10, 20], "icl_mixture": [10, 20, 30, 40],
+                     "matchnet_wide_mixture": [10]}  # each on its own axis, none after another
+    assert all(ax.get_ylabel() == "training loss (mean squared error)" for ax in axes)
+
+
+def test_phases_of_one_training_still_follow_each_other(tmp_path, monkeypatch):
+    _metrics(tmp_path, {"phase1": [1.0, 0.5], "phase2": [0.4, 0.3], "branch": [0.35]}, d_input=0)
+    figures = _captured(monkeypatch)
+    report.plot_loss(str(tmp_path), parents={"branch": "phase1"})
+    lines = {line.get_label(): list(line.get_xdata()) for line in figures[0].axes[0].get_lines()}
+    assert lines == {"phase1": [10, 20], "phase2": [30, 40], "branch": [30]}
