@@ -66,3 +66,46 @@ def test_overrides_route_to_owner_and_type_check():
         apply_overrides([ModelConfig(), TrainConfig()], ["steps=1.5"])
     with pytest.raises(ConfigError, match="expects key=value"):
         apply_overrides([ModelConfig(), TrainConfig()], ["steps"])
+
+
+# -- every numeric setting is checked against what its consumer accepts, in one place --------------------
+@pytest.mark.parametrize("cls,field,value", [
+    (TrainConfig, "lr", float("inf")), (TrainConfig, "lr", float("nan")), (TrainConfig, "grad_clip", float("inf")),
+    (TrainConfig, "weight_decay", float("-inf")), (ModelConfig, "init_std", float("inf")),
+    (TrainConfig, "seed", -1), (TrainConfig, "seed", 2 ** 32), (TrainConfig, "seed", 2 ** 64),
+    (TrainConfig, "steps", 2 ** 63), (ModelConfig, "n_ctx", 10 ** 30),
+])
+def test_values_no_consumer_can_take_are_config_errors(cls, field, value):
+    with pytest.raises(ConfigError) as e:
+        cls(**{field: value}).validate()
+    assert str(e.value).count(f"{field} must") == 1  # said once, even where a range check would also fire
+    assert "finite" in str(e.value) or " in " in str(e.value)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2 ** 32 - 1])
+def test_the_whole_seed_range_runs_in_numpy_and_torch(seed):
+    import numpy as np
+    import torch
+
+    TrainConfig(seed=seed).validate()
+    np.random.default_rng([seed, 3, 7]).integers(10)
+    torch.manual_seed(seed)
+
+
+def test_task_and_experiment_settings_get_the_same_rule():
+    """The one check (minitf.config.value_problems) runs for any settings dataclass, with or without
+    a validate() of its own."""
+    from dataclasses import dataclass
+
+    from minitf.runs.folder import _validate
+
+    @dataclass
+    class Settings:  # no validate(): optional (docs/experiments.md)
+        noise: float = 0.1
+        count: int = 3
+
+    _validate(Settings())
+    for bad, needle in ((Settings(noise=float("nan")), "noise must be a finite number"),
+                        (Settings(count=2 ** 70), "count must be in")):
+        with pytest.raises(ConfigError, match=needle):
+            _validate(bad)

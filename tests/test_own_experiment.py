@@ -66,3 +66,36 @@ def test_bad_experiment_paths_are_one_line(ref, needle, tmp_path):
     r = cli(ref, "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_settings_and_task_without_validate_run(tmp_path):
+    """docs/experiments.md says validate() is optional; leaving it out was an AttributeError."""
+    from dataclasses import dataclass, fields
+
+    from minitf import runs
+    from minitf.errors import ConfigError
+
+    spec = __import__("importlib.util").util.spec_from_file_location("example_experiment",
+                                                                      os.path.join(ROOT, "tests", "example_experiment.py"))
+    example = __import__("importlib.util").util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    @dataclass
+    class Settings:  # no validate()
+        eval_prompts: int = 16
+
+    @dataclass
+    class Task(example.FirstTokenTask):  # the example's task, with validate() removed
+        validate = None
+
+    class NoValidate(example.FirstTokenExperiment):
+        config_cls = Settings
+        task_cls = Task
+
+    assert not callable(Task().validate) and not hasattr(Settings(), "validate")
+    report = runs.run(NoValidate(), out=str(tmp_path / "run"), overrides=["steps=3", "eval_prompts=8"], quiet=True)
+    assert report["results"]["first_token"]["n"] == 8
+    assert [f.name for f in fields(Settings)] == ["eval_prompts"]
+    with pytest.raises(ConfigError, match="eval_prompts must be in"):  # the common numeric rule still applies
+        runs.run(NoValidate(), out=str(tmp_path / "bad"), overrides=[f"eval_prompts={2 ** 70}"], quiet=True)
+    assert not (tmp_path / "bad").exists()

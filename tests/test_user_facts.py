@@ -187,3 +187,23 @@ def test_several_true_answers_are_excluded_not_counted_wrong():
     # every category below one disjoint from a category above the subject is a true answer
     assert syl[("no", "toddler", "are")].answer in ("driver", "voter")
     assert set(syl[("no", "toddler", "are")].exclude) | {syl[("no", "toddler", "are")].answer} == {"driver", "voter"}
+
+
+# -- a byte-order mark is not a syntax error --------------------------------------------------------------
+@pytest.mark.parametrize("text", [json.dumps(GOOD), json.dumps(GOOD, indent=2).replace("\n", "\r\n"),
+                                  "  \n" + json.dumps(GOOD)])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, text):
+    """The reported case: a file saved with a BOM (Notepad, Excel) was refused as "not JSON: fix the syntax"."""
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    user = load_user_facts(str(path))
+    assert user.facts == load_user_facts(write(tmp_path, GOOD, "plain.json")).facts
+    RelationalTask(facts_file=str(path)).validate()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_file_in_another_encoding_is_refused_with_the_right_fix(tmp_path, encoding):
+    path = tmp_path / "wide.json"
+    path.write_bytes(json.dumps(GOOD).encode(encoding))  # with its own byte-order mark
+    with pytest.raises(ValueError, match="is not UTF-8 text: save it as UTF-8 JSON"):
+        load_user_facts(str(path))
