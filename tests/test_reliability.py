@@ -137,3 +137,24 @@ def test_multi_phase_run_resumes_exactly(tmp_path):
     b = json.load(open(os.path.join(out, "report.json")))
     assert a["results"] == b["results"] and a["self_generation"] == b["self_generation"]
     assert [x for x in losses(out)] == [x for x in losses(ref)]
+
+
+@pytest.mark.parametrize("stop_after_step", [5, 18, 29])
+def test_ctrl_c_writes_a_checkpoint_and_resume_matches_uninterrupted(tmp_path, reference, stop_after_step):
+    """Ctrl-C used to lose every step since the last checkpoint; now the run stops at the end of the
+    step, writes one (atomically) and --resume continues from there to the same numbers. The
+    checkpoints here come only every 100 steps, so what resumes is the Ctrl-C checkpoint."""
+    out = str(tmp_path / "run")
+    args = [a if a != "checkpoint_every=4" else "checkpoint_every=100" for a in RUN]
+    p = start([*args, "--out", out])
+    wait_for_step(out, stop_after_step, p)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert f"  python train.py --resume {out}" in err.splitlines()
+    state = checkpoint.load_trainer_state(os.path.join(out, checkpoint.TRAINER_STATE))
+    assert stop_after_step <= state["step"] < 40 and state["phases_done"] == []
+    assert max(s for s, _ in losses(out)) == state["step"]  # every finished step is kept, no more
+    r = start(["--resume", out])
+    assert r.wait(timeout=300) == 0, r.stderr.read()
+    assert_same_as_reference(out, reference)
