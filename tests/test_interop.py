@@ -243,6 +243,31 @@ def test_head_detector_ranks_heads_as_minitf_probes():
 
 
 @needs_tl
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_random_ids_and_a_padding_mask_match_transformer_lens(side):
+    """A loaded model (vocab attached) runs random ids with <pad> (id 0) anywhere, as TL's head
+    detector draws them, and with an attention_mask gives TL's masked logits at real positions."""
+    import minitf
+    from minitf.interop import to_hooked_transformer
+
+    model, vocab = minitf.load(FIXTURE)
+    hooked = to_hooked_transformer(model, vocab)
+    tokens = torch.randint(0, len(vocab), (4, 24))
+    tokens[:, [2, 9]] = 0
+    mask = torch.ones_like(tokens)
+    for row, n_pad in enumerate((0, 3, 7, 1)):
+        if side == "left":
+            mask[row, :n_pad] = 0
+        else:
+            mask[row, tokens.shape[1] - n_pad:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), hooked(tokens), atol=ATOL, rtol=RTOL)
+        ours, theirs = model(tokens, attention_mask=mask), hooked(tokens, attention_mask=mask)
+    real = mask.bool()
+    torch.testing.assert_close(ours[real], theirs[real], atol=ATOL, rtol=RTOL)
+
+
+@needs_tl
 def test_cli_output_loads_with_transformer_lens_alone(tmp_path):
     """The docs/interop.md snippet: TL + transformers only, no minitf import."""
     import minitf
