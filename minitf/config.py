@@ -169,6 +169,17 @@ def value_problems(cfg) -> list[str]:
     return problems
 
 
+def seed_range(first: int | None, n: int, flag: str = "--seeds") -> list[int]:
+    """Seeds ``first .. first + n - 1`` (``first`` None: 0), each checked against ``LIMITS["seed"]``
+    before the list is built (``--seeds 10**12`` must not build a trillion-entry list first)."""
+    first = 0 if first is None else first
+    lo, hi, why = LIMITS["seed"]
+    if n < 1 or first < lo or first + n - 1 > hi:
+        raise ConfigError(f"{flag} {n} from seed {first} needs seeds {first}..{first + n - 1}; each must be in "
+                          f"{lo}..{hi}, {why}")
+    return list(range(first, first + n))
+
+
 def _head_fix(d_model: int, n_heads: int, d_head: int) -> str:
     """A suggested fix that is itself valid: n_heads * d_head == d_model afterwards."""
     fixes = []

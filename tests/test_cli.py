@@ -101,7 +101,9 @@ def test_seeds_flag_runs_each_seed(tmp_path):
     (["--seed", "-1"], "seed must be in 0..4294967295"),  # used to fail inside numpy after the folder existed
     (["--seed", str(2 ** 64)], "seed must be in 0..4294967295"),
     (["--set", f"seed={2 ** 32}"], "seed must be in 0..4294967295"),
-    (["--seeds", "2", "--seed", str(2 ** 32 - 1)], "seed range (got 4294967296)"),
+    (["--seeds", "2", "--seed", str(2 ** 32 - 1)], "needs seeds 4294967295..4294967296; each must be in"),
+    (["--seeds", str(10 ** 12)], "needs seeds 0..999999999999"),  # refused before a list of them is built
+    (["--ensemble", "3", "--seed", str(2 ** 32 - 2)], "--ensemble 3 from seed 4294967294"),
 ])
 def test_numbers_their_consumers_cannot_take_are_one_line(args, needle, tmp_path):
     out = tmp_path / "x"

@@ -9,6 +9,7 @@ import os
 import numpy as np
 
 from minitf import artifacts
+from minitf.config import seed_range
 from minitf.errors import RunExistsError
 from minitf.experiments.base import Experiment
 from minitf.fileio import atomic_write_json
@@ -59,8 +60,7 @@ def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, ov
     from minitf.runs import folder, resolve_experiment
 
     experiment, ref = resolve_experiment(experiment)
-    first = 0 if seed is None else seed
-    seeds = list(range(first, first + n_seeds))
+    seeds = seed_range(seed, n_seeds, "--ensemble" if kind == "ensemble" else "--seeds")
     out = out or os.path.join("runs", experiment.name, f"{kind}{seeds[0]}-{seeds[-1]}")
     check_parent(out, overwrite)
     return experiment, ref, out, [folder.prepare_run(experiment, d, s, overrides, device, overwrite)

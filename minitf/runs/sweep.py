@@ -21,7 +21,7 @@ import os
 import time
 
 from minitf import artifacts, checkpoint
-from minitf.config import to_dict
+from minitf.config import seed_range, to_dict
 from minitf.errors import ConfigError, MinitfError, RunExistsError, RunInterrupted
 from minitf.experiments.base import Experiment
 from minitf.fileio import to_json
@@ -79,7 +79,7 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
     if on_ray:
         require_ray()
     exp, ref = resolve_experiment(experiment)
-    seeds = list(range(seed or 0, (seed or 0) + n_seeds))
+    seeds = seed_range(seed, n_seeds)
     out = out or os.path.join("runs", exp.name, "sweep" if grid else f"seeds{seeds[0]}-{seeds[-1]}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
