@@ -1,10 +1,10 @@
 """Reports: report.json, a printed table, and PNGs.
 
 Figures are drawn with matplotlib's object API: ``subplots`` makes a ``matplotlib.figure.Figure``
-with its own Agg canvas, ``save_figure`` writes it. Nothing here (or anywhere in minitf) calls
-``matplotlib.use``, imports pyplot or touches ``rcParams``: importing minitf leaves the user's
-backend alone (a notebook's inline plots keep working), and a PNG is written with no screen
-(tests/test_report.py). ``plt`` is a stand-in with pyplot's ``subplots`` / ``close`` for plotting
+with its own Agg canvas, ``save_figure`` writes it. Nothing here calls ``matplotlib.use``, imports
+pyplot or touches ``rcParams``, and no minitf module does so when imported: importing minitf
+leaves the user's backend alone (a notebook's inline plots keep working), and a PNG is written
+with no screen (tests/test_report.py). ``plt`` is a stand-in with pyplot's ``subplots`` / ``close`` for plotting
 code written against pyplot; it draws the same way.
 """
 import json
