@@ -65,8 +65,8 @@ def test_tokens_that_look_like_markup_never_break_the_script_element(tmp_path, h
     assert parser.starts.count("script") == 1 and parser.ends.count("script") == 1
     assert [t for t in parser.starts if t not in ("html", "head", "meta", "title", "body", "h3", "div", "script")] == []
     script = parser.scripts[0]
-    call = re.search(r'CircuitsVis\.render\(\s*"circuits-vis-[^"]+",\s*CircuitsVis\.AttentionHeads,\s*(\{.*\})\s*\)\s*$',
-                     script, re.DOTALL)
+    call = re.search(r'CircuitsVis\.render\(\s*"circuits-vis-[^"]+",\s*CircuitsVis\.AttentionHeads,'
+                     r'\s*(\{.*\})\s*\)\s*$', script, re.DOTALL)
     assert call, "the render call is not whole inside the script element"
     props = json.loads(call.group(1))
     assert props["tokens"] == vocab.decode(ids)  # shown exactly as written
