@@ -202,9 +202,13 @@ class Trainer:
     """
 
     def __init__(self, model, cfg: TrainConfig, batch_fn: Callable[[int], Batch], run_dir: str,
-                 phase: str = "train", evaluate: Callable | None = None):
+                 phase: str = "train", evaluate: Callable | None = None, step_loss: Callable | None = None):
         self.model, self.cfg, self.batch_fn = model, cfg, batch_fn
         self.run_dir, self.phase, self.evaluate = run_dir, phase, evaluate
+        # step_loss(model, batch, step) -> (loss tensor or None, {name: float}) replaces the masked
+        # language-model loss (e.g. REINFORCE); None = no update this step (e.g. every advantage 0).
+        # Its numbers join the step's metrics row; the step still counts, like a skipped one.
+        self.step_loss = step_loss
         self.device = torch.device(cfg.device)
         keep_freed_memory()
         self.optimizer = make_optimizer(model, cfg)
@@ -323,11 +327,23 @@ class Trainer:
                 bar.close()
                 raise KeyboardInterrupt
             batch = self.batch_fn(self.step)
-            tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
+            if isinstance(batch, Batch):
+                tokens_seen += batch.inputs.shape[0] * batch.inputs.shape[1]  # positions (a vector is one token)
             lr = lr_at(self.step, cfg)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            if forward is None:
+            extra = {}
+            if self.step_loss is not None:
+                loss, extra = self.step_loss(model, batch, self.step)
+                if loss is None:  # nothing to learn from this step: no update, the step counts
+                    self.step += 1
+                    self.log({"step": self.step, "lr": lr, "no_update": True, **extra})
+                    bar.update(1)
+                    self._after_step(cfg, phases_done)
+                    continue
+                loss.backward()
+                loss_value = loss.item()
+            elif forward is None:
                 batch = batch.to(self.device)
                 loss = masked_loss(model(batch.inputs), batch)
                 loss.backward()
@@ -347,15 +363,19 @@ class Trainer:
             self.step += 1
             if (self.step % cfg.log_every == 0 or self.step == cfg.steps) and self.step in self.losses:
                 rate = tokens_seen / max(time.perf_counter() - t0, 1e-9)
-                self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate})
+                self.log({"step": self.step, "loss": loss_value, "lr": lr, "tokens_per_s": rate, **extra})
                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
                 if self.progress is not None:
                     self.progress.step(self.step, loss_value, rate)
             bar.update(1)
-            if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                self.run_eval()
-            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
-                self.save_checkpoint(phases_done)
+            self._after_step(cfg, phases_done)
+
+    def _after_step(self, cfg, phases_done: list[str]) -> None:
+        """The evaluation and checkpoint due after a step (not after the last: ``finish`` does those)."""
+        if self.evaluate and cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+            self.run_eval()
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < cfg.steps:
+            self.save_checkpoint(phases_done)
 
     def finish(self, phases_done: list[str]) -> None:
         """End of phase: the final evaluation, the phase's weights, and a checkpoint marking it done."""

@@ -6,11 +6,14 @@ import torch
 from minitf.config import ModelConfig
 from minitf.data import Vocab
 from minitf.experiments.headline import CONDITIONS, HeadlineConfig, HeadlineExperiment
-from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, Recalled, format_example,
+from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, RL_BATCH, RL_SAMPLES, Recalled,
+                                       format_example,
                                        generate_recall, recall_example, recall_logprob, recall_stats, recall_target,
-                                       recall_world, reinforce, sentences)
+                                       recall_world, reinforce_sampler, reinforce_step,
+                                       replay_pairs, sentences)
 from minitf.model import Transformer
 from toy_tasks.relational import RelationalTask
+from toy_tasks.relational_facts import ARE
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +27,11 @@ def _query(rw, kind):
 
 def test_new_conditions_and_phases_come_after_the_old_ones():
     assert CONDITIONS[:6] == ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",
-                              "phase1_facts") and CONDITIONS[6:] == RECALL_CONDITIONS
+                              "phase1_facts") and CONDITIONS[6:8] == RECALL_CONDITIONS
+    assert CONDITIONS[8:] == ("identity_bridge",)
     phases = HeadlineExperiment.phases
     assert phases[:5] == ("phase1_relations", "phase1", "phase2", "phase2_oracle", "phase2_self")
-    assert phases[5:] == RECALL_PHASES
+    assert phases[5:9] == RECALL_PHASES and phases[9:] == ("phase2_identity",)
     with pytest.raises(ValueError):
         HeadlineConfig(recall_steps=0).validate()
     with pytest.raises(ValueError):
@@ -38,7 +42,8 @@ def test_recall_world_is_seeded_held_out_and_leaves_the_world_alone(world):
     rw = recall_world(world, 0)
     again = recall_world(RelationalTask().build_world(np.random.default_rng(0)), 0)
     assert rw.train == again.train and rw.premises == again.premises
-    assert not set(rw.train) & set(rw.heldout) and len(rw.heldout) >= len(rw.train) // 5
+    assert not set(rw.train) & set(rw.heldout) and not set(rw.docs_only) & set(rw.heldout)
+    assert len(rw.docs_only) > 0 and len(rw.heldout) > 0
     fixed = {e for f in world.fixed_facts for e in (f.x, f.y)}
     assert rw.premises and all(p.x in fixed and p.y in fixed for p in rw.premises)
     assert {q.kind for q in rw.train} == {"forward", "reversal", "syllogism"}
@@ -130,18 +135,50 @@ def test_generation_stops_at_the_marker_and_logprob_sums_the_actions(world):
         assert abs(float(total) - want) < 1e-3
 
 
-def test_reinforce_logs_reward_length_and_truth(world, tmp_path):
+def test_the_rl_environment_has_no_trained_answer(world):
+    """REINFORCE's queries (documents-only syllogisms and their held-out fifth) share no prompt
+    with a supervised recall query, and their conclusion is never a training sentence: only the
+    premises are, as documents. So the reward depends on what the recall brings into context."""
     rw = recall_world(world, 0)
-    model, vocab = _tiny_model(world)
-    before = [p.detach().clone() for p in model.parameters()]
-    log = reinforce(model, world, vocab, rw, 2, 1e-3, np.random.default_rng(0), torch.Generator().manual_seed(0),
-                    str(tmp_path / "rl.jsonl"))
-    assert [r["step"] for r in log] == [0, 1, 2] and "heldout_reward" in log[0] and "heldout_reward" in log[-1]
-    assert all(0 <= r["reward"] <= 1 and 0 <= r["true_fraction"] <= 1 and r["recall_tokens"] >= 0 for r in log[1:])
-    assert (tmp_path / "rl.jsonl").read_text().count("\n") == 3
-    moved = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    # an untrained model never answers right: every advantage is 0, so REINFORCE moves nothing
-    assert moved == any(r["reward"] > 0 for r in log[1:])
+    supervised = {q.prompt for q in rw.train}
+    rl = rw.docs_only + rw.heldout
+    assert all(q.kind == "syllogism" for q in rl) and not supervised & {q.prompt for q in rl}
+    trained = {tuple(f.tokens()[:-1]) for f in rw.premises + world.fixed_world_sentences() + world.new_sentences()}
+    assert not trained & {(q.prompt[0], q.prompt[1], ARE, q.answer) for q in rl}
+    batch = reinforce_sampler(rw)(np.random.default_rng(0), 99)
+    assert set(batch) <= set(rw.docs_only) and len(batch) == RL_BATCH * RL_SAMPLES
+
+
+def test_reinforce_step_makes_no_update_without_an_advantage(world, monkeypatch):
+    import minitf.experiments.recall as recall
+
+    rw = recall_world(world, 0)
+    vocab = Vocab(world.task.vocab_tokens())
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=0,
+                                    vocab_size=len(vocab), n_ctx=64))
+    queries = reinforce_sampler(rw)(np.random.default_rng(0), 0)
+    step = reinforce_step(world, vocab, rw.truths, seed=0)
+    monkeypatch.setattr(recall, "answer_hits", lambda *a: [True] * len(queries))  # every sample rewarded
+    loss, stats = step(model, queries, 0)
+    assert loss is None and stats["reward"] == 1.0  # advantage 0 everywhere: no update
+    pattern = [bool(i % 2) for i in range(len(queries))]
+    monkeypatch.setattr(recall, "answer_hits", lambda *a: pattern)
+    loss, stats = step(model, queries, 0)
+    loss.backward()
+    assert stats["reward"] == 0.5 and all(torch.isfinite(p.grad).all() for p in model.parameters()
+                                          if p.grad is not None)
+    again = reinforce_step(world, vocab, rw.truths, seed=0)(model, queries, 0)[1]
+    assert again["recall_tokens"] == stats["recall_tokens"]  # the same step samples the same recalls
+
+
+def test_replay_keeps_only_rewarded_recalls_that_hold_the_facts(world):
+    rw = recall_world(world, 0)
+    q = next(q for q in rw.train if q.kind == "syllogism")
+    good = recall_target(q, world.inverse)
+    wrong = [t for f in rw.premises[:2] for t in f.tokens()]
+    pairs = replay_pairs([q, q, q], [good, good, wrong], [True, False, True], world.inverse)
+    assert pairs == [(q, good)]  # unrewarded, or rewarded without the needed facts: dropped
 
 
 @pytest.mark.slow

@@ -202,3 +202,45 @@ def test_skip_nonfinite_skips_then_stops(tmp_path):
         trainer.fit()
     assert trainer.skipped == [3, 5]
     assert all(torch.isfinite(p).all() for p in model.parameters())  # skipped steps changed nothing
+
+
+def _policy_step(model, batch, step):
+    """A stand-in for REINFORCE: a sampled (step-seeded) loss, no update on every third step."""
+    g = torch.Generator().manual_seed(1000 + step)
+    weights = torch.rand(batch.inputs.shape, generator=g)
+    if step % 3 == 2:
+        return None, {"reward": float(weights.mean())}
+    logits = model(batch.inputs)
+    return (logits.logsumexp(-1) * weights).mean(), {"reward": float(weights.mean())}
+
+
+def test_a_step_loss_phase_logs_and_resumes_exactly(tmp_path):
+    """A phase trained with ``step_loss`` (REINFORCE's path through the trainer): its numbers are
+    in metrics.jsonl, steps without an update are logged as such, and a run that dies after a
+    checkpoint resumes to the same weights as an uninterrupted one."""
+    import json
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    model_a, straight = make(tmp_path / "a", 12)
+    straight.step_loss = _policy_step
+    straight.fit()
+    rows = [json.loads(line) for line in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if r.get("no_update")] == [3, 6, 9, 12]
+    assert all("reward" in r for r in rows if "loss" in r or r.get("no_update"))
+    model_b, first = make(tmp_path / "b", 12, checkpoint_every=6)
+    first.step_loss = _policy_step
+
+    def dies_at_8(step):
+        if step == 8:
+            raise KeyboardInterrupt
+        return batch_fn(step)
+
+    first.batch_fn = dies_at_8
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    state = checkpoint.load_trainer_state(tmp_path / "b" / checkpoint.TRAINER_STATE)
+    model_c, resumed = make(tmp_path / "b", 12)
+    resumed.step_loss = _policy_step
+    resumed.fit(resume_state=state)
+    for (name, p), q in zip(model_a.state_dict().items(), model_c.state_dict().values()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)

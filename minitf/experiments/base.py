@@ -204,19 +204,22 @@ class RunContext:
             rng = np.random.default_rng([seed, stream, step])
             # A sample with ``wants_step`` (a schedule over training, e.g. a curriculum) gets the step too.
             examples = sample(rng, size, step=step) if getattr(sample, "wants_step", False) else sample(rng, size)
-            if isinstance(examples, Batch):  # a task that builds its own tensors (vector inputs)
-                return examples
+            if isinstance(examples, Batch) or getattr(sample, "raw", False):
+                return examples  # a task's own tensors (vector inputs), or a step_loss's own batch (raw)
             return collate(examples, self.vocab, length=min(length, max(len(e.tokens) for e in examples)))
 
         return batch
 
     def train(self, model, sample, phase: str = "train", evaluate=None,
-              train_cfg: TrainConfig | None = None) -> Trainer:
+              train_cfg: TrainConfig | None = None, step_loss=None) -> Trainer:
         """Train ``model`` on ``sample(rng, n) -> [Example]`` as phase ``phase``.
 
         ``evaluate(model, step) -> dict`` runs every ``eval_every`` steps and at the end (logged
         to metrics.jsonl); ``train_cfg`` overrides the run's TrainConfig for this phase (e.g.
-        its steps). On resume a finished phase loads its saved weights instead of training.
+        its steps). ``step_loss(model, batch, step) -> (loss or None, {name: float})`` replaces
+        the language-model loss (``Trainer``; REINFORCE uses it): then ``sample`` may return
+        anything if it has ``sample.raw = True``. On resume a finished phase loads its saved
+        weights instead of training, and an unfinished one continues from its checkpoint.
         Its weights are saved as ``model-<phase>.safetensors`` (``phase_weights_path``).
         """
         if phase in self.done:
@@ -226,7 +229,7 @@ class RunContext:
         if self.stop_at_first_phase:
             raise PhaseReached(PhaseSpec(phase, model, sample, stream, cfg, evaluate))
         trainer = Trainer(model, cfg, self.batch_fn(sample, stream, cfg.batch_size), self.run_dir,
-                          phase=phase, evaluate=evaluate)
+                          phase=phase, evaluate=evaluate, step_loss=step_loss)
         trainer.fit(self.resume_state, phases_before=list(self.done))
         self.done.append(phase)
         return trainer

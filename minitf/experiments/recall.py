@@ -18,14 +18,18 @@ with ``? P . s1 …`` as the context. Two conditions of the headline:
   context (the format's copies, learned on every entity). Then phase 2 on the new facts as in
   ``in_weights``, replaying that mix.
 - ``recall_rl``: from ``phase1_recall``'s weights, REINFORCE (Williams 1992) with a
-  leave-one-out mean-reward baseline over ``RL_SAMPLES`` samples per query (Kool et al. 2019)
-  on the phase-1 training queries: the recall is sampled (temperature 1), the reward is 1 when
-  the answer after it is the top-1 entity, else 0; no recall text is given. Then phase 2,
-  replaying the RL model's own greedy recalls. A fifth of the phase-1 queries are held out of
-  both trainings; their greedy reward is RL's yardstick.
+  leave-one-out mean-reward baseline over ``RL_SAMPLES`` samples per query (Kool et al. 2019),
+  run as a trainer phase (``RunContext.train`` with a ``step_loss``: rows in metrics.jsonl,
+  checkpointed, resumable). Its environment is the half of the forest's syllogisms learned
+  **only as documents** (``RecallWorld.docs_only``): their premises are trained as sentences,
+  but no recall of them and no answer is ever trained, so the reward (1 when the answer after
+  the sampled recall is the top-1 entity) depends on what the recall brings into context. A
+  step whose advantages are all 0 makes no update (Adam would turn the rare non-zero gradients
+  of such batches into full-size steps). Half of the documents-only queries are held out;
+  their greedy reward is RL's yardstick. Then phase 2, replaying only the RL model's greedy
+  recalls that were rewarded and hold every fact their query needs.
 """
 import dataclasses
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from minitf.checkpoint import save_weights
 from minitf.evaluate import answer_logprobs, proportion, top1_correct
 from minitf.experiments.binding import phase2_train
 from minitf.experiments.queryset import KINDS
@@ -54,30 +57,41 @@ RL_BATCH, RL_SAMPLES, RL_EVAL_EVERY = 16, 4, 25  # queries per step, samples per
 @dataclass
 class RecallWorld:
     """The phase-1 world's recall queries: ``premises`` (the category forest over the fixed
-    entities, learned in ``phase1_recall``), ``train`` / ``heldout`` queries, and ``truths``
+    entities, trained as documents in ``phase1_recall``), ``train`` (queries whose recall and
+    answer are supervised: the fixed relation facts' queries and half the forest's syllogisms),
+    ``docs_only`` / ``heldout`` (the other half's syllogisms, split 1:1 — no recall or answer of
+    them is ever trained: REINFORCE's environment and its held-out yardstick) and ``truths``
     (every sentence true in the world, as token tuples without ".")."""
 
     premises: list[Fact]
     train: list[Query]
     heldout: list[Query]
     truths: frozenset
+    docs_only: list[Query] = dataclasses.field(default_factory=list)
 
 
 def recall_world(world, seed: int) -> RecallWorld:
     """The forest and query split for ``seed`` (its own generator, ``[seed, 78]``: the world's
-    draws are untouched). Relation queries with the reversal split, syllogisms with the syllogism
-    split; true sentences: both directions of every relation fact, premises and conclusions."""
+    draws are untouched). The forest's leaves are split in halves (a leaf's queries stay
+    together, so no prompt is in both): the first half's syllogisms are supervised with the
+    relation queries (reversal split), the second half's are documents-only, half of them held
+    out (REINFORCE's yardstick). True sentences: both directions of every relation fact, premises and conclusions."""
     rng, splits = np.random.default_rng([seed, 78]), world.task.split_list()
     entities = sorted({e for f in world.fixed_facts for e in (f.x, f.y)})
     premises, syllogisms = draw_forest(rng, entities) if "syllogism" in splits else ([], [])
-    pool = syllogisms + (list(world.fixed_queries) if "reversal" in splits else [])
-    order = rng.permutation(len(pool))
-    k = max(1, int(len(pool) * HELDOUT_FRACTION))
+    leaves = sorted({q.prompt[1] for q in syllogisms})
+    order = [leaves[i] for i in rng.permutation(len(leaves))]
+    docs_leaves = set(order[: len(order) // 2])
+    held_leaves = set(order[: max(1, len(order) // 4)]) if docs_leaves else set()  # half the documents-only
+    supervised = [q for q in syllogisms if q.prompt[1] not in docs_leaves]
+    docs = [q for q in syllogisms if q.prompt[1] in docs_leaves and q.prompt[1] not in held_leaves]
+    heldout = [q for q in syllogisms if q.prompt[1] in held_leaves]
+    relation = list(world.fixed_queries) if "reversal" in splits else []
     conclusions = [Fact(q.prompt[1], q.prompt[0], q.answer) for q in syllogisms]
     true = (world.fixed_world_sentences() + premises + conclusions + world.new_sentences()
             + world.oracle_augmentation())
-    return RecallWorld(premises, [pool[i] for i in order[k:]], [pool[i] for i in order[:k]],
-                       frozenset(tuple(f.tokens()[:-1]) for f in true))
+    return RecallWorld(premises, supervised + relation, heldout, frozenset(tuple(f.tokens()[:-1]) for f in true),
+                       docs)
 
 
 def recall_target(query: Query, inverse: dict) -> list[str]:
@@ -260,40 +274,62 @@ def recall_logprob(model, vocab, queries: list[Query], words: list[list[str]], m
     return (picked * mask.to(device)).sum(1)
 
 
-def reinforce(model, world, vocab, rw: RecallWorld, steps: int, lr: float, rng: np.random.Generator,
-              generator: torch.Generator, log_path: str | None = None) -> list[dict]:
-    """REINFORCE (Williams 1992) on ``rw.train``: per step ``RL_BATCH`` queries × ``RL_SAMPLES``
-    sampled recalls; reward 1 if the answer after the recall is top-1; advantage = reward − the
-    mean reward of the query's other samples (leave-one-out, Kool et al. 2019); loss −mean(adv ·
-    Σ log π(actions)); Adam (lr ``lr``, betas 0.9/0.95), gradient clipped to norm 1. Returns the
-    log, a row per step: ``reward`` (sampled), ``recall_tokens``, ``true_fraction`` (recalled
-    sentences that are true facts) and every ``RL_EVAL_EVERY`` steps ``heldout_reward`` (greedy,
-    on ``rw.heldout``); also written as JSON lines to ``log_path``."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.95))
-    log = [{"step": 0, "heldout_reward": greedy_reward(model, world, vocab, rw.heldout)["acc"]}]
-    for step in range(1, steps + 1):
-        queries = [rw.train[i] for i in rng.integers(len(rw.train), size=RL_BATCH) for _ in range(RL_SAMPLES)]
+def reinforce_sampler(rw: RecallWorld):
+    """REINFORCE's ``sample(rng, n)``: ``RL_BATCH`` documents-only queries, each ``RL_SAMPLES``
+    times in a row (``raw``: the queries themselves are the batch, for ``reinforce_step``)."""
+    def sample(rng, n):
+        return [rw.docs_only[i] for i in rng.integers(len(rw.docs_only), size=RL_BATCH) for _ in range(RL_SAMPLES)]
+    sample.raw = True
+    return sample
+
+
+def reinforce_step(world, vocab, truths: frozenset, seed: int):
+    """REINFORCE's ``step_loss(model, queries, step)`` (Williams 1992): sample a recall per query
+    (temperature 1, from a generator seeded by (seed, step), so a resumed run samples the same);
+    reward 1 if the answer after it is top-1; advantage = reward − the mean reward of the
+    query's other samples (leave-one-out, Kool et al. 2019); loss −mean(adv · Σ log π(actions)).
+    Returns (None, stats) when every advantage is 0 — no update — else (loss, stats); stats:
+    ``reward`` (sampled), ``recall_tokens``, ``true_fraction`` (recalled sentences that are true)."""
+    def step_loss(model, queries, step):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         model.eval()
         words = generate_recall(model, vocab, queries, temperature=1.0, generator=generator)
         reward = torch.tensor(answer_hits(model, world, vocab, queries, words), dtype=torch.float32)
-        r = reward.view(RL_BATCH, RL_SAMPLES)
-        advantage = (r - (r.sum(1, keepdim=True) - r) / (RL_SAMPLES - 1)).flatten()
         model.train()
-        loss = -(advantage.to(next(model.parameters()).device) * recall_logprob(model, vocab, queries, words)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        r = reward.view(-1, RL_SAMPLES)
+        advantage = (r - (r.sum(1, keepdim=True) - r) / (RL_SAMPLES - 1)).flatten()
         said = [s for w in words for s in sentences(w)]
-        row = {"step": step, "reward": float(reward.mean()), "recall_tokens": float(np.mean([len(w) for w in words])),
-               "true_fraction": float(np.mean([s in rw.truths for s in said])) if said else 0.0}
-        if step % RL_EVAL_EVERY == 0 or step == steps:
-            row["heldout_reward"] = greedy_reward(model, world, vocab, rw.heldout)["acc"]
-        log.append(row)
-    model.eval()
-    if log_path:
-        with open(log_path, "w") as f:
-            f.writelines(json.dumps(row) + "\n" for row in log)
+        stats = {"reward": float(reward.mean()), "recall_tokens": float(np.mean([len(w) for w in words])),
+                 "true_fraction": float(np.mean([s in truths for s in said])) if said else 0.0}
+        if not bool(advantage.any()):
+            return None, stats
+        device = next(model.parameters()).device
+        return -(advantage.to(device) * recall_logprob(model, vocab, queries, words)).mean(), stats
+    return step_loss
+
+
+def replay_pairs(queries: list[Query], recalled: list[list[str]], rewarded: list[bool], inverse: dict) -> list:
+    """The (query, recall) pairs phase 2 replays after RL: only recalls that were rewarded (the
+    answer after them was top-1) *and* hold every fact their query needs (``holds_needed``)."""
+    return [(q, w) for q, w, hit in zip(queries, recalled, rewarded)
+            if hit and holds_needed(q, sentences(w), inverse)]
+
+
+def rl_log(run_dir: str, start: float) -> list[dict]:
+    """REINFORCE's rows of metrics.jsonl as the report's ``recall_rl_log``: ``{"step", "reward",
+    "recall_tokens", "true_fraction", "no_update"?}`` per logged step and ``heldout_reward`` at
+    each evaluation (step 0: ``start``, the supervised model's)."""
+    from minitf.report import read_metrics
+
+    log = [{"step": 0, "heldout_reward": start}]
+    for row in read_metrics(run_dir):
+        if row.get("phase") != "recall_rl":
+            continue
+        if "eval" in row:
+            log.append({"step": row["step"], "heldout_reward": row["eval"]["heldout_reward"]})
+        elif "reward" in row:
+            log.append({k: row[k] for k in ("step", "reward", "recall_tokens", "true_fraction", "no_update")
+                        if k in row})
     return log
 
 
@@ -329,12 +365,21 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
 
     ctx.load_phase(model, "phase1_recall")
     start = greedy_reward(model, world, vocab, rw.heldout)
-    stream = ctx.stream("recall_rl")
-    log = reinforce(model, world, vocab, rw, cfg.rl_steps, cfg.rl_lr, np.random.default_rng([seed, stream]),
-                    torch.Generator().manual_seed(seed * 1000 + stream), os.path.join(ctx.run_dir, "recall_rl.jsonl"))
+    docs_start = greedy_reward(model, world, vocab, rw.docs_only)
+    rl_cfg = dataclasses.replace(ctx.train_cfg, steps=cfg.rl_steps, lr=cfg.rl_lr, warmup=0, weight_decay=0.0,
+                                 grad_clip=1.0, log_every=1, eval_every=RL_EVAL_EVERY,
+                                 checkpoint_every=RL_EVAL_EVERY)
+    if rw.docs_only and cfg.rl_steps:  # no environment without the syllogism split's forest
+        ctx.train(model, reinforce_sampler(rw), phase="recall_rl", train_cfg=rl_cfg,
+                  step_loss=reinforce_step(world, vocab, rw.truths, seed * 1000 + ctx.stream("recall_rl")),
+                  evaluate=lambda m, step: {"heldout_reward": greedy_reward(m, world, vocab, rw.heldout)["acc"]})
+    model.eval()
     after = greedy_reward(model, world, vocab, rw.heldout)
-    save_weights(model, ctx.phase_weights_path("recall_rl"))
-    own = list(zip(rw.train, generate_recall(model, vocab, rw.train)))  # phase 2 replays the RL model's recalls
+    log = rl_log(ctx.run_dir, start["acc"])
+    # phase 2 replays the RL model's own greedy recalls, only those rewarded that hold the needed facts
+    pool = rw.train + rw.docs_only
+    said = generate_recall(model, vocab, pool)
+    own = replay_pairs(pool, said, answer_hits(model, world, vocab, pool, said), world.inverse)
     replay = recall_mixture(world, own, rw.premises, phase1_sample)
     ctx.train(model, phase2_mixture(world, world.new_sentences(), replay), phase="phase2_recall_rl",
               train_cfg=phase2_cfg)
@@ -342,7 +387,9 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
     return {"results": results, "recall_stats": stats, "recall_examples": examples, "recall_rl_log": log,
             "recall_rl_heldout_reward": {"supervised_start": start, "after_rl": after},
-            "recall_queries": {"train": len(rw.train), "heldout": len(rw.heldout), "premises": len(rw.premises)}}
+            "recall_rl_docs_only_start": docs_start, "recall_rl_replayed": {"kept": len(own), "of": len(pool)},
+            "recall_queries": {"train": len(rw.train), "docs_only": len(rw.docs_only), "heldout": len(rw.heldout),
+                               "premises": len(rw.premises)}}
 
 
 def recall_lines(report: dict) -> str:
@@ -356,7 +403,7 @@ def recall_lines(report: dict) -> str:
     s, a = rw["supervised_start"], rw["after_rl"]
     lines.append(f"\nrecall_rl: held-out phase-1 reward {s['acc']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}] "
                  f"(supervised start) → {a['acc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] after "
-                 f"{len(report['recall_rl_log']) - 1} REINFORCE steps (n={a['n']})")
+                 f"{max(r['step'] for r in report['recall_rl_log'])} REINFORCE steps (n={a['n']})")
     return "\n" + "".join(lines)
 
 
