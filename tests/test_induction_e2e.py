@@ -24,6 +24,10 @@ def test_induction_circuit_forms(tmp_path):
     assert report["icl_score"] < -2.0
     assert report["phase_change_step"] is not None
     assert report["ablation"]["delta"] > 2.0  # the circuit is causal for the second-repeat prediction
+    rand = report["random_ablation"]  # the control: as many random other heads
+    assert len(rand["heads"]) == len(report["ablation"]["heads"])
+    assert not {tuple(h) for h in rand["heads"]} & {tuple(h) for h in report["ablation"]["heads"]}
+    assert rand["delta"] < report["ablation"]["delta"] - 1.0
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     tracked = [r for r in rows if "eval" in r]
     assert len(tracked) >= 10 and np.array(tracked[-1]["eval"]["scores"]["copying"]).shape == (2, 4)

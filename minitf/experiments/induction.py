@@ -54,9 +54,10 @@ class InductionExperiment(Experiment):
         negative = in-context learning) and ``scores`` (``all_scores`` on 32 repeated-random-symbol
         probes). Report keys: those four at the end, ``phase_change_step`` and
         ``scores_at_phase_change`` (``phase_change``; None without a ≥ 1-nat drop),
-        ``top_induction_head`` (layer ≥ 1) and ``top_previous_token_head`` ([layer, head]),
-        ``ablation`` (``ablation_effect`` on the second-repeat loss of the layer ≥ 1 heads with
-        prefix-matching ≥ 0.5, else the best one; None for a 1-layer model). Per position, on the
+        ``top_induction_head`` and ``top_previous_token_head`` ([layer, head], any layer),
+        ``ablation`` (``ablation_effect`` on the second-repeat loss of the heads with
+        prefix-matching ≥ 0.5 in any layer, else the best one) and ``random_ablation`` (the same
+        number of random other heads: the control; None if there are too few). Per position, on the
         same probes: ``score_curves`` (``probes.score_curves``: each score at each query position),
         ``trained_positions`` ([0, last]: the positions the training inputs covered), and
         ``position_range`` / ``formed`` / ``score_trained`` (``probes.head_verdicts``: where each
@@ -83,21 +84,27 @@ class InductionExperiment(Experiment):
         final = measure(model)
         phase_step, at_phase = phase_change(read_metrics(ctx.run_dir))
         scores = final["scores"]
-        top = top_head(scores["prefix_matching"], min_layer=1)
-        ablation = None
-        if top is not None:
-            # induction heads are redundant (several form): ablate every layer ≥ 1 head with
-            # prefix-matching ≥ 0.5, or the top one if none passes (listed in layer-major order)
-            heads = sorted(select_heads(scores["prefix_matching"], threshold=0.5))
+        top = top_head(scores["prefix_matching"])
+        # induction heads are redundant (several form): ablate every head with prefix-matching
+        # ≥ 0.5 in any layer (a causal conv lets them form in layer 0), or the top one if none
+        # passes (layer-major order); the control ablates as many random other heads
+        heads = sorted(select_heads(scores["prefix_matching"], threshold=0.5, min_layer=0))
 
-            def second_repeat_loss(m):
-                return per_position_loss(m, eval_batch)[second].mean().item()
-            ablation = ablation_effect(model, [tuple(h) for h in heads], second_repeat_loss)
+        def second_repeat_loss(m):
+            return per_position_loss(m, eval_batch)[second].mean().item()
+        ablation = ablation_effect(model, [tuple(h) for h in heads], second_repeat_loss)
+        others = [(layer, h) for layer in range(ctx.model_cfg.n_layers) for h in range(ctx.model_cfg.n_heads)
+                  if [layer, h] not in heads]
+        random_ablation = None
+        if len(others) >= len(heads):
+            rng = np.random.default_rng([ctx.train_cfg.seed, 4242])
+            picked = sorted(others[i] for i in rng.choice(len(others), len(heads), replace=False))
+            random_ablation = ablation_effect(model, picked, second_repeat_loss)
         curves = score_curves(model, probe_tokens[:, :-1], task.segment_len, start=1)
         trained = min(ctx.model_cfg.n_ctx, task.seq_len - 1)  # the training batches' input length
         return {**final, "phase_change_step": phase_step, "scores_at_phase_change": at_phase,
                 "top_induction_head": top, "top_previous_token_head": top_head(scores["previous_token"]),
-                "ablation": ablation, "score_curves": curves, "trained_positions": [0, trained - 1],
+                "ablation": ablation, "random_ablation": random_ablation, "score_curves": curves, "trained_positions": [0, trained - 1],
                 **head_verdicts(curves, trained)}
 
     def marks(self, report: dict) -> dict:
@@ -149,14 +156,14 @@ def _formed(report: dict, score: str, head) -> bool:
 
 
 def head_sentences(report: dict) -> list[str]:
-    """Where the previous-token (layer 0 and up) and induction (layer ≥ 1) heads work, one sentence
-    each: the heads that formed with the positions they work at, or that none formed."""
+    """Where the previous-token and induction heads (any layer) work, one sentence each: the heads
+    that formed with the positions they work at, or that none formed."""
     if "formed" not in report:
         return []
     out = []
-    for kind, score, min_layer in (("Previous-token", "previous_token", 0), ("Induction", "prefix_matching", 1)):
+    for kind, score in (("Previous-token", "previous_token"), ("Induction", "prefix_matching")):
         formed = report["formed"][score]
-        heads = [(layer, h) for layer in range(min_layer, len(formed)) for h in range(len(formed[layer]))
+        heads = [(layer, h) for layer in range(len(formed)) for h in range(len(formed[layer]))
                  if formed[layer][h]]
         if not heads:
             out.append(f"{kind} heads: none formed (no head above 0.5 on {MIN_RUN} or more consecutive positions).")
@@ -171,14 +178,17 @@ def head_sentences(report: dict) -> list[str]:
 
 
 def ablation_sentence(report: dict) -> str:
-    """What ablating the selected layer ≥ 1 heads did, in one or two clean sentences."""
+    """What ablating the selected heads (any layer) did, and the random-heads control, in clean sentences."""
     a = report["ablation"]
     names = ", ".join(_name(h) for h in a["heads"])
     effect = f"second-repeat loss {a['base']:.3f} → {a['ablated']:.3f} nats/token"
+    r = report.get("random_ablation")
+    control = (f" Ablating as many random other heads ({', '.join(_name(h) for h in r['heads'])}): "
+               f"{r['base']:.3f} → {r['ablated']:.3f}." if r else "")
     if any(_formed(report, "prefix_matching", h) for h in a["heads"]):
-        return f"Ablating the induction heads {names}: {effect}."
+        return f"Ablating the induction heads {names}: {effect}.{control}"
     return (f"No induction head formed (prefix-matching ≤ 0.5). Ablating the best candidate, {names}: "
-            f"{effect}.")
+            f"{effect}.{control}")
 
 
 def top_head(score: list[list[float]], min_layer: int = 0):
