@@ -322,17 +322,14 @@ def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
 def plot_results(run_dir: str, report: dict) -> str:
     """Write ``run_dir/results.png``: accuracy bars per condition for every reported split except
     the forward ones; returns its path."""
-    import matplotlib.pyplot as plt
+    from minitf.report import save_figure, subplots
 
     results = report["results"]
     splits = [s for s in results["in_weights"] if not s.startswith("forward")]
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
+    fig, ax = subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
     plot_condition_bars(ax, results, [c for c in CONDITIONS if c in results], splits, report["architecture"])
     fig.tight_layout()
-    path = os.path.join(run_dir, "results.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir, "results.png")
 
 
 class ReversalExperiment(HeadlineExperiment):

@@ -30,7 +30,6 @@ with ``? P . s1 …`` as the context. Two conditions of the headline:
   recalls that were rewarded and hold every fact their query needs.
 """
 import dataclasses
-import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -410,12 +409,12 @@ def recall_lines(report: dict) -> str:
 def plot_rl(run_dir: str, report: dict) -> str:
     """Write ``run_dir/recall_rl.png``: REINFORCE's reward (sampled; greedy on held-out queries),
     recall length (tokens) and the fraction of recalled sentences that are true, over steps."""
-    import matplotlib.pyplot as plt
+    from minitf.report import save_figure, subplots
 
     log = report["recall_rl_log"]
     rows = [r for r in log if "reward" in r]
     held = [r for r in log if "heldout_reward" in r]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = subplots(1, 3, figsize=(13, 3.6))
     series = [("reward", "reward (answer top-1)"), ("recall_tokens", "recall length (tokens)"),
               ("true_fraction", "recalled sentences that are true")]
     for ax, (key, label) in zip(axes, series):
@@ -430,7 +429,4 @@ def plot_rl(run_dir: str, report: dict) -> str:
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(run_dir, "recall_rl.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, run_dir, "recall_rl.png")
