@@ -15,6 +15,7 @@ from minitf import artifacts, checkpoint
 from minitf.attention import backend_problem
 from minitf.config import ModelConfig, TrainConfig, apply_overrides, from_dict, to_dict, value_problems
 from minitf.errors import CheckpointError, CheckpointNotFoundError, ConfigError, RunExistsError
+from minitf.environment import environment
 from minitf.experiments.base import Experiment, RunContext
 from minitf.fileio import lock_run_folder, remove_stale_temp_files
 
@@ -193,7 +194,7 @@ def create(ctx: RunContext, experiment_ref: str) -> RunContext:
     checkpoint.write_run_config(ctx.run_dir, {
         "experiment": ctx.experiment.name, "experiment_ref": experiment_ref, "model": to_dict(ctx.model_cfg),
         "train": to_dict(ctx.train_cfg), "task": to_dict(ctx.task), "experiment_config": to_dict(ctx.config),
-        "default_model": list(ctx.experiment.main_model)})
+        "default_model": list(ctx.experiment.main_model), "environment": environment()})
     ctx.vocab.save(os.path.join(ctx.run_dir, artifacts.VOCAB))
     return ctx
 
