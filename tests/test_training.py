@@ -26,6 +26,15 @@ def batch_fn(step):
     return collate(TASK.sample(np.random.default_rng([0, step]), 8), VOCAB)
 
 
+def dies_at(stop: int):
+    """``batch_fn`` that dies (KeyboardInterrupt) while fetching step ``stop``'s batch."""
+    def batch(step):
+        if step == stop:
+            raise KeyboardInterrupt
+        return batch_fn(step)
+    return batch
+
+
 def make(run_dir, steps, **kw):
     torch.manual_seed(0)
     model = Transformer(MODEL)
@@ -41,12 +50,7 @@ def test_resume_matches_uninterrupted(tmp_path):
     # an interrupted run: checkpoints every 10 steps and dies while fetching step 11's batch
     model_b, first = make(tmp_path / "b", 20, checkpoint_every=10)
 
-    def dies_at_10(step):
-        if step == 10:
-            raise KeyboardInterrupt
-        return batch_fn(step)
-
-    first.batch_fn = dies_at_10
+    first.batch_fn = dies_at(10)
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     state = checkpoint.load_trainer_state(tmp_path / "b" / checkpoint.TRAINER_STATE)
@@ -229,13 +233,7 @@ def test_a_step_loss_phase_logs_and_resumes_exactly(tmp_path):
     assert all("reward" in r for r in rows if "loss" in r or r.get("no_update"))
     model_b, first = make(tmp_path / "b", 12, checkpoint_every=6)
     first.step_loss = _policy_step
-
-    def dies_at_8(step):
-        if step == 8:
-            raise KeyboardInterrupt
-        return batch_fn(step)
-
-    first.batch_fn = dies_at_8
+    first.batch_fn = dies_at(8)
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     state = checkpoint.load_trainer_state(tmp_path / "b" / checkpoint.TRAINER_STATE)
