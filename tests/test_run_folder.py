@@ -109,10 +109,7 @@ def test_every_json_writer_goes_through_the_one_helper():
     """json.dump / json.dumps write files only in minitf.fileio (to_json); user_facts uses json.dumps to
     quote an entry in a message, viz to write JavaScript into an HTML page, not a JSON file."""
     allowed = {"minitf/fileio.py", "toy_tasks/user_facts.py",
-               "minitf/viz.py",  # props inside attention.html's <script>: JavaScript, not a JSON file
-               # the lead engineer's experiment files, each with one writer to move to minitf.fileio:
-               # recall.py's recall_rl.jsonl and bursty.py's follow_rate_sweep json (reported; not ours to edit)
-               "minitf/experiments/recall.py", "minitf/experiments/bursty.py"}
+               "minitf/viz.py"}  # props inside attention.html's <script>: JavaScript, not a JSON file
     offenders = []
     for folder in ("minitf", "toy_tasks"):
         for dirpath, _, names in os.walk(os.path.join(ROOT, folder)):
