@@ -70,7 +70,8 @@ def two_phase_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("api") / "run"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "reversal", "--out", str(out),
                         "--set", "steps=2", "--set", "phase2_steps=1", "--set", "d_model=32", "--set", "d_head=8",
-                        "--set", "batch_size=4", "--set", "recall=false", "--set", "identity_fraction=0"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                        "--set", "batch_size=4", "--set", "recall=false", "--set", "identity_fraction=0"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     return out
 
