@@ -191,3 +191,16 @@ def test_the_estimate_is_a_lower_bound_that_passes_ordinary_configs():
     with pytest.raises(ConfigError, match="needs at least"):
         check_memory(cfg, TrainConfig(batch_size=2 ** 40), 127)
     assert math.isfinite(est["bytes"])
+
+
+def test_an_ensemble_is_checked_for_k_members_at_once():
+    """``--ensemble K`` trains K members together: K times one member's memory."""
+    from minitf.runs.folder import available_memory, check_memory, memory_estimate
+
+    cfg = ModelConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, vocab_size=64, n_ctx=128)
+    one = memory_estimate(cfg, TrainConfig(batch_size=32), 127)["bytes"]
+    have = available_memory("cpu")
+    k = int(have // one) + 1  # one member fits, K of them do not
+    check_memory(cfg, TrainConfig(batch_size=32), 127)
+    with pytest.raises(ConfigError, match=f"{k} ensemble members"):
+        check_memory(cfg, TrainConfig(batch_size=32), 127, members=k)

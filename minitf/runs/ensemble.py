@@ -48,6 +48,9 @@ def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = 
         raise ConfigError("--ensemble trains on CPU only; drop --device cuda")
     experiment, ref, out, prepared = prepare_seed_runs(experiment, k, out, seed, overrides, device, overwrite,
                                                        "ensemble")
+    ctx0 = prepared[0]  # the K members train at once: K times one member's memory, checked before any folder
+    folder.check_memory(ctx0.model_cfg, ctx0.train_cfg,
+                        min(ctx0.model_cfg.n_ctx, experiment.max_seq_len(ctx0.task) - 1), members=k)
     contexts = [folder.create(ctx, ref) for ctx in prepared]
     phases = [first_phase(ctx) for ctx in contexts]
     cfg = phases[0].train_cfg

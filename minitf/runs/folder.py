@@ -138,18 +138,20 @@ def available_memory(device: str) -> int | None:
     return total
 
 
-def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int) -> None:
+def check_memory(model_cfg: ModelConfig, train_cfg: TrainConfig, seq_len: int, members: int = 1) -> None:
     """Raise ``ConfigError`` (before any work) when a config cannot fit in this machine's memory:
-    the estimate (``memory_estimate``, a lower bound), what there is, and its largest part with
-    the settings that size it."""
+    the estimate (``memory_estimate``, a lower bound; × ``members`` for an ``--ensemble`` that
+    trains them at once), what there is, and its largest part with the settings that size it."""
     need = memory_estimate(model_cfg, train_cfg, seq_len)
     have = available_memory(train_cfg.device)
-    if have is None or need["bytes"] <= have:
+    if have is None or members * need["bytes"] <= have:
         return
     part, (size, lower) = max(need["parts"].items(), key=lambda item: item[1][0])
     where = "GPU" if train_cfg.device == "cuda" else "machine"
-    raise ConfigError(f"this config needs at least {need['bytes'] / GIB:,.1f} GiB to train, more than this {where}'s "
-                      f"{have / GIB:,.1f} GiB; the largest part is {size / GIB:,.1f} GiB of {part}: lower {lower}")
+    times = f" ({members} ensemble members)" if members > 1 else ""
+    raise ConfigError(f"this config needs at least {members * need['bytes'] / GIB:,.1f} GiB to train{times}, more "
+                      f"than this {where}'s {have / GIB:,.1f} GiB; the largest part is {members * size / GIB:,.1f} "
+                      f"GiB of {part}: lower {lower}" + (" or the ensemble's K" if members > 1 else ""))
 
 
 def check_new_folder(run_dir: str, experiment: Experiment, overwrite: bool) -> None:
