@@ -6,6 +6,7 @@ kill between two writes can never pair weights of one step with an optimizer of 
 Every load failure becomes one ``CheckpointError`` / ``CheckpointNotFoundError`` that
 says what is wrong and what to do.
 """
+import dataclasses
 import io
 import json
 import os
@@ -273,7 +274,11 @@ def load(path, phase: str | None = None, device=None, model: str | None = None):
                                           f"{', '.join(have) or 'none'}; load one with minitf.load(run_dir, model=NAME)")
         weights = os.path.join(run_dir, phase_weights(name) if name else WEIGHTS)
     try:
-        cfg = from_dict(ModelConfig, data["model"]).validate()
+        # a phase may train another architecture than the run's model (icl_gd's depth sweep):
+        # the config saved with the weights wins over config.json's where it has one
+        saved = _saved_config(weights)
+        fields = {f.name for f in dataclasses.fields(ModelConfig)}
+        cfg = from_dict(ModelConfig, {**data["model"], **{k: v for k, v in saved.items() if k in fields}}).validate()
     except ConfigError as e:
         raise CheckpointError(f"{os.path.join(run_dir, CONFIG)} holds an invalid model config: {e}") from None
     vocab = Vocab.load(os.path.join(run_dir, VOCAB))
@@ -291,6 +296,19 @@ def load(path, phase: str | None = None, device=None, model: str | None = None):
     if device is not None:
         net = net.to(device)
     return net.eval(), vocab
+
+
+def _saved_config(weights) -> dict:
+    """The model config saved in ``weights``' metadata (``config``), {} when there is none or
+    it is a meta-learner's."""
+    try:
+        with open(weights, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            meta = json.loads(f.read(min(size, 1 << 24))).get("__metadata__") or {}
+        config = json.loads(meta.get("config", "{}"))
+    except (OSError, struct.error, ValueError, TypeError, AttributeError):
+        return {}
+    return config if isinstance(config, dict) and "kind" not in config else {}
 
 
 def _saved_meta_learner(weights):

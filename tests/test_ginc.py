@@ -193,3 +193,13 @@ def test_ginc_mixture_learns_the_concepts_and_ood_stays_below(tmp_path):
     assert ind["0"]["acc"] >= 0.6  # chance 0.05
     assert ind["0"]["acc"] >= ctrl["0"]["acc"] + 0.2
     assert ind["8"]["acc"] >= ood["8"]["acc"] + 0.2
+
+
+@pytest.mark.parametrize("setting,match", [("control_concept=7", "control_concept"), ("example_lens=200", "fits"),
+                                           ("shots=500", "fits")])
+def test_settings_that_cannot_run_together_are_refused_before_any_folder(tmp_path, setting, match):
+    from minitf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        run_experiment(EXPERIMENTS["ginc"], out=str(tmp_path / "run"), quiet=True, overrides=[setting])
+    assert not (tmp_path / "run").exists()

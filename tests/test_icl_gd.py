@@ -93,3 +93,9 @@ def test_the_guard_refuses_nearer_to_on_the_averaging_plateau(tmp_path):
     assert report["targets"]["pass"]["guard_every_depth"] is False
     stack = report["lsa_stack"]
     assert set(map(int, stack)) == {1, 2} and all(v["pred_rel_diff"] >= 0 for v in stack.values())
+    import minitf  # every phase loads with the architecture it trained; the default is the main layer
+
+    assert minitf.models(tmp_path / "run")["default"] == "train"
+    shapes = {name: (m.cfg.n_layers, m.cfg.d_model) for name in ("train", "lsa2", "depth1")
+              for m in [minitf.load(tmp_path / "run", model=name)[0]]}
+    assert shapes == {"train": (1, 32), "lsa2": (2, 32), "depth1": (1, 64)}

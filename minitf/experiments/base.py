@@ -132,6 +132,11 @@ class Experiment(abc.ABC):
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
         """A picture of a ``--sweep`` (rows of ``sweep.json``), written into ``out``."""
 
+    def check(self, task, config, model_cfg: ModelConfig) -> None:
+        """Raise ``ValueError`` naming the settings and the fix when the task, the experiment's
+        settings and the model cannot run together (what one ``validate()`` alone cannot see);
+        called before any run folder exists. Default: nothing to check."""
+
     def plots_sweep(self, grid_keys) -> bool:
         """Whether ``sweep_plot`` draws a ``--grid`` over these keys (default: only ``--sweep``'s own grid)."""
         return set(grid_keys) == set(self.sweep_grid)

@@ -29,7 +29,8 @@ from toy_tasks.ginc import GincTask
 
 CONCEPT_SETS = ("in_distribution", "out_of_distribution", "control")
 GAIN_FRACTION = 0.5  # the model's gain with k must reach half the document-Bayes reference's gain
-ICL_LENGTHS = (2, 3)  # the example lengths where the reference leaves room (from 5 on the test example pins the concept)
+# the example lengths where the reference leaves room (from 5 on, the test example pins the concept)
+ICL_LENGTHS = (2, 3)
 # Bayes references with the in-distribution prior (toy_tasks.ginc): "ideal" knows the prompt format
 # (examples independent given the concept); "document" reads the prompt as one pretraining document.
 REFERENCES = {"ideal": lambda task, exs, n, concepts: task.ideal_predictions(exs, n, concepts),
@@ -78,6 +79,11 @@ class GincSettings:
         return self
 
 
+def fitting_cells(config, n_ctx: int) -> dict:
+    """``{example_len: [k ...]}``: the configured k whose prompts fit in n_ctx + 1 tokens."""
+    return {n: [k for k in config.ks() if prompt_len(k, n) <= n_ctx + 1] for n in config.lens()}
+
+
 def prompt_len(k: int, example_len: int) -> int:
     """Tokens of a prompt with ``k`` examples, the label included: k·(example_len + 1) + example_len."""
     return k * (example_len + 1) + example_len
@@ -113,8 +119,20 @@ class GincExperiment(Experiment):
 
     def cells(self, ctx: RunContext) -> dict:
         """``{example_len: [k ...]}``: the configured k whose prompts fit in n_ctx + 1 tokens."""
-        cfg = ctx.config
-        return {n: [k for k in cfg.ks() if prompt_len(k, n) <= ctx.model_cfg.n_ctx + 1] for n in cfg.lens()}
+        return fitting_cells(ctx.config, ctx.model_cfg.n_ctx)
+
+    def check(self, task, config, model_cfg) -> None:
+        """Raises ``ValueError`` if control_concept ≥ n_concepts or some example length has no k
+        whose prompt fits the model's context."""
+        if config.control_concept >= task.n_concepts:
+            raise ValueError(f"control_concept must be < n_concepts ({config.control_concept} >= {task.n_concepts}); "
+                             f"pick an in-distribution concept 0..{task.n_concepts - 1}")
+        cells = fitting_cells(config, model_cfg.n_ctx)
+        if not all(cells.values()):
+            short = [n for n, ks in cells.items() if not ks]
+            raise ValueError(f"no k in shots={config.shots!r} fits n_ctx={model_cfg.n_ctx} at example length(s) "
+                             f"{short} (a prompt is k·(len + 1) + len tokens); lower example_lens or shots, or "
+                             "raise doc_len")
 
     def run(self, ctx: RunContext) -> dict:
         """Phase ``mixture`` (``task.sampler()``), then ``control`` (``task.sampler([control_concept])``,
@@ -122,12 +140,8 @@ class GincExperiment(Experiment):
         longest example). Then ``accuracy`` on ``prompts_per_cell`` prompts per cell (see the
         module docstring). Raises ``ValueError`` if control_concept ≥ n_concepts or no k fits."""
         task, cfg, vocab = ctx.task, ctx.config, ctx.vocab
-        if cfg.control_concept >= task.n_concepts:
-            raise ValueError(f"control_concept must be < n_concepts ({cfg.control_concept} >= {task.n_concepts})")
+        self.check(task, cfg, ctx.model_cfg)  # also checked before the run folder was made
         cells = self.cells(ctx)
-        if not all(cells.values()):
-            raise ValueError(f"no k in shots={cfg.shots!r} fits n_ctx={ctx.model_cfg.n_ctx} for every example "
-                             f"length in {cfg.lens()}; lower example_lens or raise doc_len")
         pool = task.symbols()
         id_concepts = list(range(task.n_concepts))
         ood_concepts = list(range(task.n_concepts, 2 * task.n_concepts))

@@ -133,6 +133,7 @@ class ICLGDExperiment(Experiment):
     description = "one linear self-attention layer vs one step of gradient descent (von Oswald et al. 2023)"
     task_cls = RegressionTask
     config_cls = ICLGDSettings
+    main_model = ("train",)  # minitf.load(run): the linear-attention layer, not a depth-sweep model
 
     def default_task(self):
         return RegressionTask(d=10, n_points=11)
@@ -154,6 +155,12 @@ class ICLGDExperiment(Experiment):
 
     def max_seq_len(self, task) -> int:
         return task.prompt_len + 1
+
+    def check(self, task, config, model_cfg) -> None:
+        """Raises ``ValueError`` unless the prompt has a context point before its query (n_points ≥ 2)."""
+        if task.prompt_len < 2:
+            raise ValueError(f"icl_gd needs at least one context point before the query (n_points >= 2, got "
+                             f"{task.n_points}); set --set n_points=11 or leave it to the default 0 = 2d + 1")
 
     def run(self, ctx: RunContext) -> dict:
         task = ctx.task
@@ -242,7 +249,8 @@ class ICLGDExperiment(Experiment):
         out = {}
         for n_layers in cfg.depths():
             torch.manual_seed(ctx.train_cfg.seed)
-            model = Transformer(dataclasses.replace(reg.default_model(task), n_layers=n_layers)).to(ctx.train_cfg.device)
+            model = Transformer(dataclasses.replace(reg.default_model(task), n_layers=n_layers))
+            model = model.to(ctx.train_cfg.device)
             ctx.train(model, make_sample(task), phase=f"depth{n_layers}", train_cfg=train_cfg)
             model.eval()
             p = model_predictions(model, xs, ys)
@@ -260,7 +268,8 @@ class ICLGDExperiment(Experiment):
 
     def summary(self, report: dict) -> str:
         g = report["gd_equivalence"]
-        rows = [[name, e["err"], f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"] for name, e in report["errors_at_k"].items()]
+        rows = [[name, e["err"], f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"]
+                for name, e in report["errors_at_k"].items()]
         lines = [format_table(["learner", f"error/d at k={report['k']}", "95% CI"], rows,
                               title=f"icl_gd — {report['architecture']}"),
                  f"vs one GD step (η = {g['gd_step_size']:.3f}): prediction rel. diff {g['pred_rel_diff']:.3f} "

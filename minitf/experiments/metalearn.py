@@ -60,7 +60,8 @@ class MetaLearnSettings:
     meta_steps: int = 1000  # training steps of each wide classic meta-learner (the transformer uses `steps`)
     tied_steps: int = 2000  # training steps of each tied (paper-faithful) classic learner: tiny, so long is cheap
     meta_lr: float = 3e-3  # peak learning rate of the classic meta-learners
-    meta_width: int = 32  # the _wide learners' MLP widths (hidden and embedding); 0 = d (MatchNet, ProtoNet), d + 4 (CNP)
+    # the _wide learners' MLP widths (hidden and embedding); 0 = d (MatchNet, ProtoNet), d + 4 (CNP)
+    meta_width: int = 32
     eval_tasks: int = 3000  # fresh tasks per test set (support sizes 1..n_support in equal shares)
     shifted: bool = True  # also test on each family with shifted inputs (shift_scale, shift_on)
     curve_bins: int = 6  # bins of the support size in `curves` and curves.png
@@ -183,6 +184,12 @@ class MetaLearnExperiment(Experiment):
 
     def test_sets(self, task: MetaLearnTask, cfg: MetaLearnSettings) -> list[str]:
         return list(FAMILIES) + ["unknown"] + ([f"{f}_shift" for f in FAMILIES] if cfg.shifted else [])
+
+    def check(self, task, config, model_cfg) -> None:
+        """Raises ``ValueError`` unless the model reads d + 2 numbers per token (``d_input``)."""
+        if model_cfg.d_input != task.d + 2:
+            raise ValueError(f"d_input must be d + 2 = {task.d + 2} for this task (got {model_cfg.d_input}); "
+                             f"set --set d_input={task.d + 2} or leave it to the default")
 
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config

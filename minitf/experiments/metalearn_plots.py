@@ -6,7 +6,8 @@ from minitf.report import plot_loss, save_figure, subplots
 
 STYLES = {"icl": dict(color="black", linewidth=2.2), "matchnet": dict(color="tab:green"),
           "protonet": dict(color="tab:blue"), "cnp": dict(color="tab:orange"),
-          "matchnet_wide": dict(color="tab:green", linestyle=":"), "protonet_wide": dict(color="tab:blue", linestyle=":"),
+          "matchnet_wide": dict(color="tab:green", linestyle=":"),
+          "protonet_wide": dict(color="tab:blue", linestyle=":"),
           "cnp_wide": dict(color="tab:orange", linestyle=":"), "optimal": dict(color="grey", linestyle="--")}
 
 

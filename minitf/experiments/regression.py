@@ -183,6 +183,12 @@ class RegressionExperiment(Experiment):
     def max_seq_len(self, task) -> int:
         return task.seq_len + 1  # the runner counts inputs as the sequence minus one
 
+    def check(self, task, config, model_cfg) -> None:
+        """Raises ``ValueError`` unless the model reads d + 1 numbers per token (``d_input``)."""
+        if model_cfg.d_input != task.d + 1:
+            raise ValueError(f"d_input must be d + 1 = {task.d + 1} for this task (got {model_cfg.d_input}); "
+                             f"set --set d_input={task.d + 1} or leave it to the default")
+
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config
         if ctx.model_cfg.d_input != task.d + 1:

@@ -183,6 +183,10 @@ def prepare_run(experiment: Experiment, out: str | None = None, seed: int | None
     run_dir = out or default_run_dir(experiment, train_cfg.seed)
     vocab = experiment.vocab(task)
     check_compatible(experiment, model_cfg, train_cfg, task, vocab)
+    try:  # settings that are each valid but not together (Experiment.check)
+        experiment.check(task, config, model_cfg)
+    except ValueError as e:
+        raise ConfigError(f"invalid settings for {experiment.name}: {e}") from None
     check_new_folder(run_dir, experiment, overwrite)
     return RunContext(experiment, run_dir, model_cfg, train_cfg, task, vocab, None, config)
 
