@@ -43,7 +43,8 @@ def parse_args(argv):
                         help="train K seeds (from --seed) in one process as one batched computation; "
                              "one run folder per member, plus their mean")
     parser.add_argument("--sweep", action="store_true",
-                        help="run the experiment's parameter grid (bursty: p_bursty x n_classes) into --out")
+                        help="run the experiment's own parameter grid into --out (bursty: p_bursty x n_classes; "
+                             "regression: n_tasks)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="sweep a config key over values (repeat for more keys: every combination); with "
                              "--seeds N each cell runs N seeds. Restarting the same command skips finished runs")

@@ -201,9 +201,9 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path, text):
     RelationalTask(facts_file=str(path)).validate()
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-16-le", "utf-32-be"])
 def test_a_file_in_another_encoding_is_refused_with_the_right_fix(tmp_path, encoding):
     path = tmp_path / "wide.json"
-    path.write_bytes(json.dumps(GOOD).encode(encoding))  # with its own byte-order mark
+    path.write_bytes(json.dumps(GOOD).encode(encoding))  # with its byte-order mark, or (-le/-be) without
     with pytest.raises(ValueError, match="is not UTF-8 text: save it as UTF-8 JSON"):
         load_user_facts(str(path))

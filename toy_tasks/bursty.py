@@ -61,7 +61,8 @@ class BurstyTask:
         if self.n_classes < 2 or self.n_holdout < 2 or self.exemplars < 1 or self.n_labels < 2:
             raise ValueError("need n_classes >= 2, n_holdout >= 2, exemplars >= 1, n_labels >= 2")
         if not (0 <= self.p_bursty <= 1 and 0 <= self.fresh_fraction <= 1 and 0 <= self.relabel_fraction <= 1):
-            raise ValueError("p_bursty, fresh_fraction and relabel_fraction must be in [0, 1]")
+            raise ValueError(f"p_bursty, fresh_fraction and relabel_fraction must be in [0, 1] (got {self.p_bursty}, "
+                             f"{self.fresh_fraction}, {self.relabel_fraction})")
         if not 1 <= 2 * self.burstiness <= self.n_pairs:
             raise ValueError(f"need 1 <= 2*burstiness <= n_pairs (got {self.burstiness}, {self.n_pairs})")
         if self.zipf_alpha < 0:

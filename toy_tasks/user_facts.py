@@ -125,6 +125,8 @@ def _read(path: str) -> tuple[dict, bytes]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        if b"\x00" in raw:  # UTF-16/32 without a byte-order mark: JSON text never holds a NUL byte
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\x00"), raw.index(b"\x00") + 1, "NUL byte")
         # utf-8-sig: a UTF-8 byte-order mark (Notepad, Excel exports) is allowed and skipped
         data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_Object)
     except FileNotFoundError:

@@ -218,8 +218,9 @@ class HeadlineExperiment(Experiment):
         gen = report["self_generation"]
         ind = report["induction"]
         strong = [h for h in ind["heads"] if ind["scores"]["prefix_matching"][h[0]][h[1]] > 0.5]
-        label = "induction heads" if strong else "no induction head formed (prefix-matching ≤ 0.5); top head"
-        ind_line = (f"\n{label} (any layer, prefix-matching ≥ 0.5): {ind['heads']}; {ind['split']} "
+        label = ("induction heads (any layer, prefix-matching > 0.5)" if strong else
+                 "no induction head formed (every prefix-matching ≤ 0.5); the top head by prefix-matching, any layer")
+        ind_line = (f"\n{label}: {ind['heads']}; {ind['split']} "
                     f"{ind['base']:.3f} → {ind['ablated']:.3f} with them ablated, "
                     f"→ {ind['random_ablated']:.3f} with random heads {ind['random_heads']} ablated")
         control = report.get("in_weights_direction_control", {})

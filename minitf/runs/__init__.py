@@ -172,8 +172,10 @@ def describe_architecture(cfg: ModelConfig) -> str:
     conv = f", causal conv {cfg.conv_kernel}" if cfg.conv_kernel else ", no conv"
     extra = (f", vector read-in d_input {cfg.d_input}" if cfg.d_input else "") + (
         f", {cfg.attention} attention" if cfg.attention != "softmax" else "")
-    return (f"{cfg.n_layers} layers, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
-            f"{cfg.positional} positions, {'pre-LN' if cfg.layer_norm else 'no LN'}{extra}")
+    layers = f"{cfg.n_layers} layer{'s' if cfg.n_layers != 1 else ''}"
+    positions = "no positions" if cfg.positional == "none" else f"{cfg.positional} positions"
+    return (f"{layers}, d_model {cfg.d_model}, {cfg.n_heads} heads, {mlp}{conv}, "
+            f"{positions}, {'pre-LN' if cfg.layer_norm else 'no LN'}{extra}")
 
 
 from minitf.runs.ensemble import run_ensemble  # noqa: E402
