@@ -62,6 +62,8 @@ def save_weights(model: torch.nn.Module, path) -> None:
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"config": to_json(vars(model.cfg), sort_keys=True),
                 "architecture": to_json(architecture(model.cfg), sort_keys=True)}
+    if getattr(model, "own_architecture", False):  # a phase trained on purpose with another config than the run's
+        metadata["own_architecture"] = "1"
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
 
 
@@ -274,8 +276,9 @@ def load(path, phase: str | None = None, device=None, model: str | None = None):
                                           f"{', '.join(have) or 'none'}; load one with minitf.load(run_dir, model=NAME)")
         weights = os.path.join(run_dir, phase_weights(name) if name else WEIGHTS)
     try:
-        # a phase may train another architecture than the run's model (icl_gd's depth sweep):
-        # the config saved with the weights wins over config.json's where it has one
+        # a phase may train another architecture than the run's model on purpose (icl_gd's depth
+        # sweep; marked own_architecture when saved): then its own saved config builds it. Any other
+        # weights are built from config.json's model, and a mismatch is refused below.
         saved = _saved_config(weights)
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
         cfg = from_dict(ModelConfig, {**data["model"], **{k: v for k, v in saved.items() if k in fields}}).validate()
@@ -299,13 +302,13 @@ def load(path, phase: str | None = None, device=None, model: str | None = None):
 
 
 def _saved_config(weights) -> dict:
-    """The model config saved in ``weights``' metadata (``config``), {} when there is none or
-    it is a meta-learner's."""
+    """The model config saved in ``weights``' metadata when the phase was trained on purpose with
+    its own architecture (``own_architecture``), else {}."""
     try:
         with open(weights, "rb") as f:
             (size,) = struct.unpack("<Q", f.read(8))
             meta = json.loads(f.read(min(size, 1 << 24))).get("__metadata__") or {}
-        config = json.loads(meta.get("config", "{}"))
+        config = json.loads(meta.get("config", "{}")) if meta.get("own_architecture") == "1" else {}
     except (OSError, struct.error, ValueError, TypeError, AttributeError):
         return {}
     return config if isinstance(config, dict) and "kind" not in config else {}

@@ -231,6 +231,8 @@ class RunContext:
             raise ConfigError(f"phase {phase!r} was trained twice in one run; give each phase its own name")
         cfg = train_cfg or self.train_cfg
         stream = self.stream(phase)
+        if isinstance(model, Transformer) and model.cfg != self.model_cfg:
+            model.own_architecture = True  # its weights load with their own config (minitf.load)
         if self.stop_at_first_phase:
             raise PhaseReached(PhaseSpec(phase, model, sample, stream, cfg, evaluate))
         trainer = Trainer(model, cfg, self.batch_fn(sample, stream, cfg.batch_size), self.run_dir,
