@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from snapshots import snapshot
 
 from minitf import checkpoint
 from minitf.config import ModelConfig, TrainConfig
@@ -31,14 +32,6 @@ def cli(*args, **kw):
                           cwd=ROOT, timeout=300, env=env, **kw)
 
 
-def snapshot(folder) -> dict:
-    """Every file under ``folder`` with its bytes and mtime: "nothing changed" means equal snapshots."""
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            out[os.path.relpath(p, folder)] = (open(p, "rb").read(), os.stat(p).st_mtime_ns)
-    return out
 
 
 # -- 1. a misspelled hook name never silently does nothing ---------------------------------------

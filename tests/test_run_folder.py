@@ -13,12 +13,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from snapshots import snapshot
 
 from minitf import checkpoint
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch
 from minitf.errors import ConfigError
-from minitf.fileio import RunBusyError, atomic_write_json, lock_run_folder, to_json, unlock_run_folder
+from minitf.fileio import atomic_write_json, lock_run_folder, to_json, unlock_run_folder
 from minitf.model import Transformer
 from minitf.trainer import Trainer
 
@@ -39,13 +40,6 @@ def strict(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
-def snapshot(folder) -> dict:
-    out = {}
-    for dirpath, _, names in os.walk(folder):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            out[os.path.relpath(p, folder)] = (open(p, "rb").read(), os.stat(p).st_mtime_ns)
-    return out
 
 
 # -- 3. every JSON file minitf writes parses with a strict parser ---------------------------------------
