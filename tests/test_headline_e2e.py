@@ -12,7 +12,8 @@ def test_in_context_reversal_beats_in_weights_reversal(tmp_path):
     # oracle-augmented 1.000 (0.855 in context on the random layout). (At 600 steps in-context
     # binding has barely begun: 0.260.)
     report = run_experiment(EXPERIMENTS["reversal"], out=str(tmp_path / "run"), seed=0, quiet=True,
-                            overrides=["steps=800", "phase2_steps=150", "eval_every=400", "recall=false"])
+                            overrides=["steps=800", "phase2_steps=150", "eval_every=400", "recall=false",
+                                       "identity_fraction=0"])
     r = report["results"]
     assert r["in_weights"]["forward_top1"]["acc"] >= 0.9  # the trained direction is learned
     assert r["in_weights"]["reversal_top1"]["acc"] <= 0.05  # the reversal curse

@@ -191,7 +191,7 @@ def test_recall_lifts_in_weights_syllogisms(tmp_path):
 
     report = run_experiment(EXPERIMENTS["syllogism"], out=str(tmp_path / "run"), seed=0, quiet=True,
                             overrides=["steps=500", "phase2_steps=120", "recall_steps=150", "rl_steps=10",
-                                       "eval_every=250"])
+                                       "eval_every=250", "identity_fraction=0"])
     r = report["results"]
     for cond in ("recall_supervised", "recall_rl"):
         assert r[cond]["syllogism_top1"]["acc"] >= r["in_weights"]["syllogism_top1"]["acc"] + 0.25

@@ -22,7 +22,7 @@ def test_reversal_curse_on_a_users_facts(tmp_path):
     # replace the 200 generated new facts; their people are entities of phase-1 episodes
     out = tmp_path / "run"
     r = cli("reversal", "--facts", FACTS, "--out", str(out), "--set", "steps=800", "--set", "phase2_steps=150",
-            "--set", "eval_every=400")
+            "--set", "eval_every=400", "--set", "recall=false", "--set", "identity_fraction=0")
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
     res = report["results"]
