@@ -70,18 +70,19 @@ def replay_pairs(queries: list[Query], recalled: list[list[str]], rewarded: list
 
 
 def rl_log(run_dir: str, start: float) -> list[dict]:
-    """REINFORCE's rows of metrics.jsonl as the report's ``recall_rl_log``: ``{"step", "reward",
-    "recall_tokens", "true_fraction", "no_update"?}`` per logged step and ``heldout_reward`` at
-    each evaluation (step 0: ``start``, the supervised model's)."""
+    """REINFORCE's rows of metrics.jsonl as the report's ``recall_rl_log``: one row per step,
+    ``{"step", "reward", "recall_tokens", "true_fraction", "no_update"?}`` for each logged step and
+    ``heldout_reward`` at each evaluated step (step 0: ``start``, the supervised model's)."""
     from minitf.report import read_metrics
 
-    log = [{"step": 0, "heldout_reward": start}]
+    by_step = {0: {"step": 0, "heldout_reward": start}}
     for row in read_metrics(run_dir):
         if row.get("phase") != "recall_rl":
             continue
+        # a step's training row and its evaluation row (same step) become one row of the log
+        out = by_step.setdefault(row["step"], {"step": row["step"]})
         if "eval" in row:
-            log.append({"step": row["step"], "heldout_reward": row["eval"]["heldout_reward"]})
+            out["heldout_reward"] = row["eval"]["heldout_reward"]
         elif "reward" in row:
-            log.append({k: row[k] for k in ("step", "reward", "recall_tokens", "true_fraction", "no_update")
-                        if k in row})
-    return log
+            out.update({k: row[k] for k in ("reward", "recall_tokens", "true_fraction", "no_update") if k in row})
+    return [by_step[s] for s in sorted(by_step)]
