@@ -139,25 +139,3 @@ def save_figure(fig, folder: str, filename: str, dpi: int = 100) -> str:
     path = os.path.join(folder, filename)
     fig.savefig(path, dpi=dpi)
     return path
-
-
-def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") -> None:
-    """Grouped bars of ``results[condition][split]`` records with 95% intervals; dotted: chance."""
-    width = 0.8 / len(conditions)
-    for i, cond in enumerate(conditions):
-        vals = [results[cond].get(s, {}).get("acc", 0.0) for s in splits]
-        cis = [results[cond].get(s, {}).get("ci95", [v, v]) for v, s in zip(vals, splits)]
-        errs = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
-        ax.bar([j + i * width for j in range(len(splits))], vals, width, yerr=errs, label=cond, capsize=2)
-    for j, s in enumerate(splits):
-        chance = next(results[c][s]["chance"] for c in conditions if s in results[c])
-        ax.hlines(chance, j - width / 2, j + 0.8 - width / 2, colors="k", linestyles="dotted")
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(splits))], splits, rotation=20)
-    ax.set_ylabel("accuracy (bars: 95% Wilson intervals; dotted: chance)", fontsize=8)
-    notes = [note for suffix, note in (("_top1", "_top1: argmax over every candidate word"),
-                                       ("_direction", "_direction: p(answer | r⁻¹) > p(answer | r)"))
-             if any(s.endswith(suffix) for s in splits)]
-    ax.set_xlabel(f"split ({'; '.join(notes)})" if notes else "split", fontsize=7)
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, ncol=3)

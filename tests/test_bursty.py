@@ -109,8 +109,8 @@ def test_bursty_run_reports_every_mode(tmp_path):
     assert res["true_labels_trained"]["acc"] - res["random_labels_trained"]["acc"] <= 0.1
     assert res["flipped"]["follow_rate"] == res["flipped"]["acc"]
     assert [p["step"] for p in report["follow_rate_curve"]] == [100, 200, 300]
-    from minitf.experiments.bursty import follow_rate_sweep
-    from minitf.experiments.bursty_plots import plot_follow_rate
+    from minitf.experiments.circuits.bursty import follow_rate_sweep
+    from minitf.experiments.circuits.plots import plot_follow_rate
 
     rows = follow_rate_sweep(str(tmp_path))
     assert [r["setting"] for r in rows] == [{"p_bursty": 0.9, "n_classes": 64, "fresh_fraction": 0.2,
@@ -126,7 +126,7 @@ def test_bursty_run_reports_every_mode(tmp_path):
 def test_label_sweep_merges_runs_by_relabel_fraction(tmp_path):
     import json
 
-    from minitf.experiments.bursty import label_sweep
+    from minitf.experiments.circuits.bursty import label_sweep
 
     def write(name, frac, follow, cost):
         os.makedirs(tmp_path / name)
@@ -157,7 +157,7 @@ def test_label_attention_scores_a_hand_set_induction_pattern():
     import minitf
     from minitf.config import ModelConfig
     from minitf.data import Vocab
-    from minitf.experiments.bursty import label_attention
+    from minitf.experiments.circuits.bursty import label_attention
     from minitf.model import Transformer
 
     task = BurstyTask(n_classes=16, n_holdout=4)

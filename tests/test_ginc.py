@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minitf.experiments import EXPERIMENTS
-from minitf.experiments.ginc import GincSettings, prompt_len
+from minitf.experiments.bayes.ginc import GincSettings, prompt_len
 from minitf.runs import run as run_experiment
 from toy_tasks.ginc import DELIM, GincTask
 

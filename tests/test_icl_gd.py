@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minitf import baselines
-from minitf.experiments.icl_gd import ICLGDExperiment, concat_tokens, gd_equivalence, to_batch
+from minitf.experiments.regression.icl_gd import ICLGDExperiment, concat_tokens, gd_equivalence, to_batch
 from minitf.model import Transformer
 
 
@@ -49,7 +49,7 @@ def test_concat_layout_hides_the_query_label():
 
 
 def test_depth_sweep_settings():
-    from minitf.experiments.icl_gd import ICLGDSettings, spd
+    from minitf.experiments.regression.icl_gd import ICLGDSettings, spd
 
     assert ICLGDSettings(depth_sweep="1, 2,4").validate().depths() == [1, 2, 4]
     assert ICLGDSettings().depths() == []

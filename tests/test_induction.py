@@ -7,8 +7,8 @@ import pytest
 
 import minitf
 from minitf.errors import InputError
-from minitf.experiments.induction import InductionExperiment, ablation_sentence, phase_sentence, top_head
-from minitf.experiments.induction_plots import head_title, plot_position_scores
+from minitf.experiments.circuits.induction import InductionExperiment, ablation_sentence, phase_sentence, top_head
+from minitf.experiments.circuits.plots import head_title, plot_position_scores
 from minitf.probes import (all_scores, head_verdicts, position_range, repeated_random_tokens,
                            score_curves)
 

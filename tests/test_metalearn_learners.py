@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minitf import meta_learners as ml
-from minitf.experiments.metalearn import (MetaLearnExperiment, MATCHED, MetaLearnSettings, binned, eval_set, predict,
+from minitf.experiments.bayes.metalearn import (MetaLearnExperiment, MATCHED, MetaLearnSettings, binned, eval_set, predict,
                                           targets, to_batch)
 from toy_tasks.metalearn import MetaLearnTask, label_prototype, pairwise_normal
 

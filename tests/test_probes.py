@@ -8,7 +8,7 @@ from minitf.model import Transformer
 from minitf.probes import (ablate_heads, ablation_effect, copying_score, duplicate_token_score,
                            mean_head_outputs, patch_activations, prefix_matching_score,
                            previous_token_score, repeated_random_tokens)
-from minitf.experiments.induction import phase_change, top_head
+from minitf.experiments.circuits.induction import phase_change, top_head
 
 CFG = ModelConfig(n_layers=2, d_model=32, n_heads=2, d_head=16, vocab_size=24, n_ctx=32, layer_norm=False,
                   positional="learned")

@@ -5,11 +5,11 @@ import torch
 
 from minitf.config import ModelConfig
 from minitf.data import Vocab
-from minitf.experiments.headline import CONDITIONS, HeadlineConfig, HeadlineExperiment
-from minitf.experiments.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, RL_BATCH, RL_SAMPLES, Recalled,
+from minitf.experiments.facts.headline import CONDITIONS, HeadlineConfig, HeadlineExperiment
+from minitf.experiments.facts.recall import (MAX_RECALL, RECALL_CONDITIONS, RECALL_PHASES, RL_BATCH, RL_SAMPLES, Recalled,
                                        format_example, generate_recall, recall_example, recall_stats, recall_target,
                                        recall_world, sentences)
-from minitf.experiments.reinforce import recall_logprob, reinforce_sampler, reinforce_step, replay_pairs
+from minitf.experiments.facts.reinforce import recall_logprob, reinforce_sampler, reinforce_step, replay_pairs
 from minitf.model import Transformer
 from toy_tasks.relational import RelationalTask
 from toy_tasks.relational_facts import ARE
@@ -149,7 +149,7 @@ def test_the_rl_environment_has_no_trained_answer(world):
 
 
 def test_reinforce_step_makes_no_update_without_an_advantage(world, monkeypatch):
-    import minitf.experiments.reinforce as recall
+    import minitf.experiments.facts.reinforce as recall
 
     rw = recall_world(world, 0)
     vocab = Vocab(world.task.vocab_tokens())

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from minitf import runs
-from minitf.experiments.regression import OOD_BASELINES, OOD_SHIFTS
-from minitf.experiments.regression_plots import plot_task_diversity, task_diversity_rows
+from minitf.experiments.regression.regression import OOD_BASELINES, OOD_SHIFTS
+from minitf.experiments.regression.plots import plot_task_diversity, task_diversity_rows
 
 TINY = ["d=2", "n_layers=1", "d_model=16", "n_heads=2", "d_head=8", "d_mlp=32", "steps=20", "eval_every=10",
         "checkpoint_every=20", "eval_prompts=400"]

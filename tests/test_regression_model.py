@@ -12,7 +12,7 @@ from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch, Vocab
 from minitf.errors import ConfigError, InputError
 from minitf.experiments.base import RunContext
-from minitf.experiments.regression import (RegressionExperiment, RegressionSettings, active_dims_at, make_sample,
+from minitf.experiments.regression.regression import (RegressionExperiment, RegressionSettings, active_dims_at, make_sample,
                                            to_batch)
 from minitf.model import Transformer
 from minitf.trainer import masked_loss

@@ -89,7 +89,7 @@ def test_conditions_share_queries_and_contexts_hold_the_facts(world):
 
 
 def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(world):
-    from minitf.experiments.headline import _same_role_answer
+    from minitf.experiments.facts.headline import _same_role_answer
 
     rng = np.random.default_rng(4)
     pool = world.queries["reversal"]
@@ -100,7 +100,7 @@ def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(wor
 
 
 def test_shared_relation_split_partitions_the_in_context_queries(world):
-    from minitf.experiments.headline import QuerySet, _shares_relation
+    from minitf.experiments.facts.headline import QuerySet, _shares_relation
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
 
@@ -120,7 +120,7 @@ def test_shared_relation_split_partitions_the_in_context_queries(world):
 
 
 def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
-    from minitf.experiments.headline import QuerySet, _matching_facts
+    from minitf.experiments.facts.headline import QuerySet, _matching_facts
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
     from toy_tasks.relational_facts import Fact
@@ -291,8 +291,8 @@ def test_generated_worlds_are_unchanged():
 def test_identity_facts_state_no_reversed_relation(world):
     """The identity bridge (Ma et al. 2026) adds "A are A ." for the new facts' entities: an
     identity relation only — no sentence of its training mix states any new fact reversed."""
-    from minitf.experiments.headline import IDENTITY, identity_facts, identity_mixture
-    from minitf.experiments.recall import phase2_mixture
+    from minitf.experiments.facts.headline import IDENTITY, identity_facts, identity_mixture
+    from minitf.experiments.facts.recall import phase2_mixture
 
     facts = identity_facts(world)
     assert all(f.x == f.y and f.rel == IDENTITY for f in facts)

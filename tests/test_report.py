@@ -49,7 +49,8 @@ def test_importing_every_minitf_module_leaves_the_backend_and_rcparams_alone(bac
 HEADLESS_PLOTS = """
 import json, sys
 import matplotlib
-from minitf.report import plot_loss, plot_condition_bars, save_figure, subplots
+from minitf.experiments.facts.plots import plot_condition_bars
+from minitf.report import plot_loss, save_figure, subplots
 run = sys.argv[1]
 plot_loss(run)
 fig, ax = subplots()

@@ -1,14 +1,26 @@
 """REINFORCE for the recall condition (Williams 1992; leave-one-out baseline, Kool et al. 2019):
 the sampler, the trainer's ``step_loss``, the replay filter and the log read back for the report.
 
-``recall_rl`` (``minitf.experiments.recall``) trains with these as a trainer phase; the recall
+``recall_rl`` (``minitf.experiments.facts.recall``) trains with these as a trainer phase; the recall
 format itself (generation, rewards, recall metrics) lives in ``recall``.
 """
 import numpy as np
 import torch
 
-from minitf.experiments.recall import (ASK, BOS, MAX_RECALL, RL_BATCH, RL_SAMPLES, RecallWorld, _policy_logits,
-                                       answer_hits, generate_recall, header, holds_needed, sentences)
+from minitf.experiments.facts.recall import (
+    ASK,
+    BOS,
+    MAX_RECALL,
+    RL_BATCH,
+    RL_SAMPLES,
+    RecallWorld,
+    _policy_logits,
+    answer_hits,
+    generate_recall,
+    header,
+    holds_needed,
+    sentences,
+)
 from toy_tasks.relational_facts import Query
 
 

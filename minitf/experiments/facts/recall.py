@@ -37,11 +37,23 @@ import numpy as np
 import torch
 
 from minitf.evaluate import answer_logprobs, proportion, top1_correct
-from minitf.experiments.binding import phase2_train
-from minitf.experiments.queryset import KINDS
+from minitf.experiments.facts.binding import phase2_train
+from minitf.experiments.facts.queryset import KINDS
 from toy_tasks import Example
-from toy_tasks.relational_facts import (ALL, ARE, ASK, BOS, END, NO, Fact, Query, ask, draw_forest,
-                                        draw_relation_facts, relation_queries)
+from toy_tasks.relational_facts import (
+    ALL,
+    ARE,
+    ASK,
+    BOS,
+    END,
+    NO,
+    Fact,
+    Query,
+    ask,
+    draw_forest,
+    draw_relation_facts,
+    relation_queries,
+)
 
 RECALL_CONDITIONS = ("recall_supervised", "recall_rl")
 # appended after the headline's phases, so the earlier phases keep their data streams
@@ -276,7 +288,7 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     ``recall_stats`` ({condition: ``recall_stats``}), ``recall_examples``, ``recall_rl_log``,
     ``recall_rl_heldout_reward`` ({supervised_start, after_rl}: greedy reward on held-out
     phase-1 queries, ``proportion`` records) and ``recall_queries`` (train / heldout / premises counts)."""
-    from minitf.experiments.reinforce import reinforce_sampler, reinforce_step, replay_pairs, rl_log
+    from minitf.experiments.facts.reinforce import reinforce_sampler, reinforce_step, replay_pairs, rl_log
 
     cfg, seed, vocab = ctx.config, ctx.train_cfg.seed, ctx.vocab
     rw = recall_world(world, seed)
@@ -331,29 +343,3 @@ def recall_lines(report: dict) -> str:
                  f"(supervised start) → {a['acc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}] after "
                  f"{max(r['step'] for r in report['recall_rl_log'])} REINFORCE steps (n={a['n']})")
     return "\n" + "".join(lines)
-
-
-def plot_rl(run_dir: str, report: dict) -> str:
-    """Write ``run_dir/recall_rl.png``: REINFORCE's reward (sampled; greedy on held-out queries),
-    recall length (tokens) and the fraction of recalled sentences that are true, over steps."""
-    from minitf.report import save_figure, subplots
-
-    log = report["recall_rl_log"]
-    rows = [r for r in log if "reward" in r]
-    held = [r for r in log if "heldout_reward" in r]
-    fig, axes = subplots(1, 3, figsize=(13, 3.6))
-    series = [("reward", "reward (answer top-1)"), ("recall_tokens", "recall length (tokens)"),
-              ("true_fraction", "recalled sentences that are true")]
-    for ax, (key, label) in zip(axes, series):
-        steps, vals = [r["step"] for r in rows], [r[key] for r in rows]
-        k = max(1, len(vals) // 15)
-        smooth = np.convolve(vals, np.ones(k) / k, mode="valid") if vals else []
-        ax.plot(steps, vals, alpha=0.3, label="per step (sampled)")
-        ax.plot(steps[k - 1:], smooth, label=f"mean of {k}")
-        if key == "reward":
-            ax.plot([r["step"] for r in held], [r["heldout_reward"] for r in held], "o-", label="held-out (greedy)")
-        ax.set_xlabel("REINFORCE step")
-        ax.set_title(label, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, run_dir, "recall_rl.png")

@@ -118,7 +118,7 @@ class BurstyExperiment(Experiment):
         """``out/phase_diagram.png``: ICL and IWL accuracy over the p_bursty × n_classes grid (when
         both vary); ``out/follow_rate.json`` (``follow_rate_sweep`` and ``label_sweep``, see those)
         and ``out/follow_rate.png``."""
-        from minitf.experiments.bursty_plots import plot_follow_rate, plot_phase_diagram
+        from minitf.experiments.circuits.plots import plot_follow_rate, plot_phase_diagram
 
         if grid and all("p_bursty" in g and "n_classes" in g for g in grid):
             plot_phase_diagram(out, grid)

@@ -13,9 +13,17 @@ from minitf.config import ModelConfig, TrainConfig
 from minitf.data import collate
 from minitf.evaluate import per_position_loss
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.induction_plots import plot_induction
-from minitf.probes import (MIN_RUN, ablation_effect, all_scores, head_verdicts, icl_score, repeated_random_tokens,
-                           score_curves, select_heads)
+from minitf.experiments.circuits.plots import plot_induction
+from minitf.probes import (
+    MIN_RUN,
+    ablation_effect,
+    all_scores,
+    head_verdicts,
+    icl_score,
+    repeated_random_tokens,
+    score_curves,
+    select_heads,
+)
 from minitf.report import format_table, read_metrics
 from toy_tasks.induction import BOS, InductionTask
 

@@ -9,7 +9,7 @@ at tiny scale (docs/science.md, docs/headline.md). Phases:
   phase2_self    the same, plus the reversals / conclusions the phase-1 model itself
                  generated (greedy) with the new facts in its context;
   then (``recall``, on by default) phase1_recall, phase2_recall_sup, recall_rl (REINFORCE),
-                 phase2_recall_rl (``minitf.experiments.recall``);
+                 phase2_recall_rl (``minitf.experiments.facts.recall``);
   phase2_identity (``identity_fraction`` > 0, the default) the fourth bridge, identity facts
                  (Ma et al. 2026, "Identity Bridge", arXiv 2602.02470): phase 2's new facts,
                  still one direction only, with ``identity_fraction`` of the documents made of
@@ -41,16 +41,21 @@ import numpy as np
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
-                                        episode_accuracy, phase2_train)
+from minitf.experiments.facts.binding import (
+    BINDING_PHASES,
+    Phase2Schedule,
+    binding_model,
+    binding_train,
+    episode_accuracy,
+    phase2_train,
+)
+from minitf.experiments.facts.plots import plot_results, plot_rl
+from minitf.experiments.facts.queryset import KINDS, QuerySet, _matching_facts, _same_role_answer, _shares_relation  # noqa: F401
+from minitf.experiments.facts.recall import RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, recall_lines, run_recall
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
-from minitf.report import format_table, plot_condition_bars
+from minitf.report import format_table
 from toy_tasks import Example
 from toy_tasks.relational import RelationalTask
-from minitf.experiments.queryset import (KINDS, QuerySet, _matching_facts, _same_role_answer,  # noqa: F401
-                                         _shares_relation)
-from minitf.experiments.recall import (RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, plot_rl, recall_lines,
-                                      run_recall)
 from toy_tasks.relational_facts import ARE, Fact
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval",
@@ -245,7 +250,7 @@ class HeadlineExperiment(Experiment):
 
     def plots(self, run_dir: str, report: dict) -> None:
         """``results.png`` (``plot_results``) and, with the recall conditions, ``recall_rl.png`` (``plot_rl``)."""
-        plot_results(run_dir, report)
+        plot_results(run_dir, report, CONDITIONS)
         if "recall_rl_log" in report:
             plot_rl(run_dir, report)
 
@@ -320,19 +325,6 @@ def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
     return generated, {"total": len(prompts), "well_formed": len(generated), "correct": correct}
 
 
-def plot_results(run_dir: str, report: dict) -> str:
-    """Write ``run_dir/results.png``: accuracy bars per condition for every reported split except
-    the forward ones; returns its path."""
-    from minitf.report import save_figure, subplots
-
-    results = report["results"]
-    splits = [s for s in results["in_weights"] if not s.startswith("forward")]
-    fig, ax = subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
-    plot_condition_bars(ax, results, [c for c in CONDITIONS if c in results], splits, report["architecture"])
-    fig.tight_layout()
-    return save_figure(fig, run_dir, "results.png")
-
-
 class ReversalExperiment(HeadlineExperiment):
     """``reversal``: the headline on relation facts only (the reversal curse), phase 1 of 1000 steps."""
 
@@ -349,4 +341,3 @@ class SyllogismExperiment(HeadlineExperiment):
     description = "the headline on syllogisms only (two-hop deductions from premises)"
     splits = "syllogism"
     phase1_steps = 1000
-

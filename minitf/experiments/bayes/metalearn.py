@@ -245,7 +245,7 @@ class MetaLearnExperiment(Experiment):
         return "\n\n".join(lines)
 
     def plots(self, run_dir: str, report: dict) -> None:
-        from minitf.experiments.metalearn_plots import plot_curves, plot_losses, plot_matrix
+        from minitf.experiments.bayes.plots import plot_curves, plot_losses, plot_matrix
 
         plot_matrix(run_dir, report)
         plot_curves(run_dir, report)

@@ -239,13 +239,13 @@ class RegressionExperiment(Experiment):
         return "\n".join(lines)
 
     def plots(self, run_dir: str, report: dict) -> None:
-        from minitf.experiments.regression_plots import plot_curves, plot_learning
+        from minitf.experiments.regression.plots import plot_curves, plot_learning
 
         plot_curves(run_dir, report)
         plot_learning(run_dir, report)
 
     def sweep_plot(self, out: str, grid: list[dict]) -> None:
-        from minitf.experiments.regression_plots import plot_task_diversity
+        from minitf.experiments.regression.plots import plot_task_diversity
 
         plot_task_diversity(out)
 

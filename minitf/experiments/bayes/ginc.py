@@ -227,7 +227,7 @@ class GincExperiment(Experiment):
 
     def plots(self, run_dir: str, report: dict) -> None:
         """ginc_accuracy.png: accuracy vs k per example length, one panel per concept set."""
-        from minitf.experiments.ginc_plots import plot_accuracy
+        from minitf.experiments.bayes.plots import plot_accuracy
 
         plot_accuracy(run_dir, report)
 

@@ -226,7 +226,12 @@ class ICLGDExperiment(Experiment):
 
     def depth_sweep(self, ctx: RunContext) -> tuple[dict, dict]:
         """Per depth, on the regression recipe: error/d and SPD to K-step GD and least squares at every k."""
-        from minitf.experiments.regression import RegressionExperiment, fit_gd_steps, make_sample, model_predictions
+        from minitf.experiments.regression.regression import (
+            RegressionExperiment,
+            fit_gd_steps,
+            make_sample,
+            model_predictions,
+        )
 
         cfg = ctx.config
         task, reg = depth_task(cfg), RegressionExperiment()

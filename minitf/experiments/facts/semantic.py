@@ -24,9 +24,16 @@ import torch
 from minitf.config import ModelConfig, TrainConfig
 from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
-from minitf.experiments.binding import (BINDING_PHASES, Phase2Schedule, binding_model, binding_train,
-                                        episode_accuracy, phase2_train)
-from minitf.report import format_table, plot_condition_bars, save_figure, subplots
+from minitf.experiments.facts.binding import (
+    BINDING_PHASES,
+    Phase2Schedule,
+    binding_model,
+    binding_train,
+    episode_accuracy,
+    phase2_train,
+)
+from minitf.experiments.facts.plots import plot_worlds
+from minitf.report import format_table
 from toy_tasks import Example
 from toy_tasks.hierarchy import SPLITS, Fact
 from toy_tasks.semantic import SemanticTask
@@ -229,11 +236,7 @@ class SemanticExperiment(Experiment):
     def plots(self, run_dir: str, report: dict) -> None:
         """``results.png``: k-way accuracy bars per condition and split, one panel per world
         (trained_facts left out)."""
-        fig, axes = subplots(1, 2, figsize=(14, 4.8), sharey=True)
-        for ax, name in zip(axes, WORLDS):
-            plot_condition_bars(ax, report["results"][name], CONDITIONS[:-1], list(SPLITS), f"{name} world (k-way)")
-        fig.suptitle(report["architecture"], fontsize=9)
-        save_figure(fig, run_dir, "results.png")
+        plot_worlds(run_dir, report, WORLDS, CONDITIONS[:-1], list(SPLITS))
 
 
 def _pair(res: dict, split: str, key: str = "acc") -> str:

@@ -1,7 +1,7 @@
 """The headline's query set: fixed candidates and contexts per query, so every condition answers
 the same questions, and the three views of a score (k-way, top-1 over all entities, direction).
 
-Moved out of ``minitf.experiments.headline`` (which re-exports ``QuerySet``) unchanged.
+Moved out of ``minitf.experiments.facts.headline`` (which re-exports ``QuerySet``) unchanged.
 """
 import torch
 
