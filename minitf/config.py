@@ -216,8 +216,48 @@ def from_dict(cls, data: dict):
     return cls(**values)
 
 
+def type_name(typ) -> str:
+    """A field type as docs and errors write it: ``int``, ``str``, ``tuple[int, ...]``."""
+    if typing.get_origin(typ) is tuple:
+        return f"tuple[{typing.get_args(typ)[0].__name__}, ...]"
+    return typ.__name__
+
+
+def check_list(key: str, values: tuple, *, allowed: tuple | None = None, at_least: int | None = None,
+               nonempty: bool = True) -> tuple:
+    """Returns ``values`` (a ``tuple[T, ...]`` field); raises ``ValueError`` naming ``key`` if it is
+    empty (with ``nonempty``), repeats an item, has an item outside ``allowed`` or below ``at_least``."""
+    shown = ",".join(map(str, values))
+    if nonempty and not values:
+        raise ValueError(f"{key} needs at least one value (got {shown!r})")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{key} needs distinct values (got {shown!r})")
+    if allowed is not None and any(v not in allowed for v in values):
+        raise ValueError(f"{key} must be distinct comma-separated names from {', '.join(allowed)} (got {shown!r})")
+    if at_least is not None and any(v < at_least for v in values):
+        raise ValueError(f"{key} must all be >= {at_least} (got {shown!r})")
+    return values
+
+
+def _coerce_list(key, value, typ):
+    """A ``tuple[T, ...]`` field from a JSON list or a command-line comma list ("2,3,5"; blanks
+    dropped, so "" is the empty tuple); each item coerced to ``T``."""
+    item = typing.get_args(typ)[0]
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key} must be a comma list of {item.__name__} like "
+                          f"{'1,2,3' if item is int else 'a,b'} (got {value!r})")
+    try:
+        return tuple(_coerce(key, v, item) for v in value)
+    except ConfigError:
+        raise ConfigError(f"{key} must be a comma list of {item.__name__} (got {value!r})") from None
+
+
 def _coerce(key, value, typ):
     """Check/convert a value (a JSON value or a command-line string) to a field's type."""
+    if typing.get_origin(typ) is tuple:
+        return _coerce_list(key, value, typ)
     if isinstance(value, str) and typ is not str:
         text = value.strip()
         try:

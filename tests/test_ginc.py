@@ -150,8 +150,10 @@ def test_invalid_task_names_the_field(field, value):
 @pytest.mark.parametrize("field,value", [("example_lens", "1,3"), ("shots", "a"), ("shots", "2,2"),
                                          ("prompts_per_cell", 0)])
 def test_invalid_settings_name_the_field(field, value):
-    with pytest.raises(ValueError, match=field):
-        GincSettings(**{field: value}).validate()
+    from minitf.config import apply_overrides
+
+    with pytest.raises(ValueError, match=field):  # the way --set FIELD=VALUE reaches the experiment
+        apply_overrides([GincSettings()], [f"{field}={value}"])[0].validate()
 
 
 def test_ginc_plumbing_on_a_tiny_config(tmp_path):

@@ -49,13 +49,17 @@ def test_concat_layout_hides_the_query_label():
 
 
 def test_depth_sweep_settings():
+    from minitf.config import apply_overrides
     from minitf.experiments.regression.icl_gd import ICLGDSettings, spd
 
-    assert ICLGDSettings(depth_sweep="1, 2,4").validate().depths() == [1, 2, 4]
-    assert ICLGDSettings().depths() == []
+    def settings(text):  # the way --set depth_sweep=TEXT reaches the experiment
+        return apply_overrides([ICLGDSettings()], [f"depth_sweep={text}"])[0].validate()
+
+    assert settings("1, 2,4").depths() == [1, 2, 4]
+    assert ICLGDSettings().depths() == [] and settings("").depths() == []
     for bad in ("1,x", "0,1", "2,2"):
         with pytest.raises(ValueError, match="depth_sweep"):
-            ICLGDSettings(depth_sweep=bad).validate()
+            settings(bad)
     assert spd(np.array([1.0, 3.0]), np.array([0.0, 0.0]), d=5) == pytest.approx(1.0)
 
 

@@ -143,8 +143,8 @@ def test_protonet_with_identity_embedding_is_nearest_class_mean():
     assert (pred == want).mean() > 0.98
 
 
-@pytest.mark.parametrize("kw, msg", [(dict(train_on="prototype,halfspace"), "train_on"),
-                                     (dict(learners="icl,icl"), "learners"), (dict(meta_steps=0), "meta_steps"),
+@pytest.mark.parametrize("kw, msg", [(dict(train_on=("prototype", "halfspace")), "train_on"),
+                                     (dict(learners=("icl", "icl")), "learners"), (dict(meta_steps=0), "meta_steps"),
                                      (dict(meta_lr=0.0), "meta_lr"), (dict(eval_tasks=1), "eval_tasks"),
                                      (dict(curve_bins=0), "curve_bins")])
 def test_bad_settings_name_the_field(kw, msg):

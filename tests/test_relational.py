@@ -194,7 +194,7 @@ def test_hub_episodes_ask_about_an_entity_only_the_relation_can_place():
 
 def test_invalid_task_config_is_rejected():
     with pytest.raises(ValueError, match="splits must be"):
-        RelationalTask(splits="reversal,nonsense").validate()
+        RelationalTask(splits=("reversal", "nonsense")).validate()
     with pytest.raises(ValueError, match="n_entities must leave"):
         RelationalTask(n_entities=150).validate()
     with pytest.raises(ValueError, match="shared_relation_fraction"):

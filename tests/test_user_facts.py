@@ -129,11 +129,11 @@ def test_checks_that_need_the_task(tmp_path):
     assert "facts[0]: \"bako\" is a generated entity name" in problems(tmp_path, generated, n_entities=550)[0]
     assert "differs from facts_sha256" in problems(tmp_path, GOOD, facts_sha256="0" * 64)[0]
     plain = changed(lambda d: d.pop("categories"))
-    assert "the syllogism split needs category premises" in problems(tmp_path, plain, splits="syllogism")[0]
+    assert "the syllogism split needs category premises" in problems(tmp_path, plain, splits=("syllogism",))[0]
     RelationalTask(facts_file=write(tmp_path, plain)).validate()  # the headline: no syllogism queries
     rels = ["parent_of", "taller_than", "owns"]
     hub = changed(lambda d: d["facts"].extend([["hub", rels[i % 3], p] for i, p in enumerate(PEOPLE)]))
-    assert 'the retrieval prompt for "hub" holds 24 trained sentences' in problems(tmp_path, hub, splits="reversal")[0]
+    assert 'the retrieval prompt for "hub" holds 24 trained sentences' in problems(tmp_path, hub, splits=("reversal",))[0]
 
 
 def test_a_users_world(tmp_path):

@@ -30,9 +30,26 @@ from dataclasses import dataclass
 import numpy as np
 
 from toy_tasks.example import Example
-from toy_tasks.relational_facts import (ALL, ARE, ASK, BOS, END, INVERSE, NO, RELATION_PAIRS, Fact, Query, ask,
-                                        draw_episode_relation_facts, draw_forest, draw_relation_chains,
-                                        draw_relation_facts, entity_names, relation_queries, retrieved_facts)
+from toy_tasks.relational_facts import (
+    ALL,
+    ARE,
+    ASK,
+    BOS,
+    END,
+    INVERSE,
+    NO,
+    RELATION_PAIRS,
+    Fact,
+    Query,
+    ask,
+    draw_episode_relation_facts,
+    draw_forest,
+    draw_relation_chains,
+    draw_relation_facts,
+    entity_names,
+    relation_queries,
+    retrieved_facts,
+)
 from toy_tasks.user_facts import UserFacts, check_user_world, load_user_facts
 
 SPLITS = ("reversal", "syllogism")
@@ -64,7 +81,7 @@ class RelationalTask:
     queries_per_episode: int = 4  # questions after an episode's facts, each after the marker ?
     n_distractors: int = 3  # other facts beside the relevant ones in an in-context or retrieval prompt
     sentences_per_doc: int = 4  # sentences per training document
-    splits: str = "reversal,syllogism"  # which kinds of fact the run uses: reversal, syllogism or both
+    splits: tuple[str, ...] = ("reversal", "syllogism")  # which kinds of fact the run uses: reversal, syllogism or both
     # training mix (fractions of each batch)
     episode_fraction: float = 0.7  # phase 1: episodes vs fixed-world documents
     syllogism_episode_fraction: float = 0.5  # episodes holding a premise chain (with both splits)
@@ -91,7 +108,7 @@ class RelationalTask:
         …) and for a ``facts_file`` that fails ``user_facts``' checks."""
         wanted = self.split_list()
         if not wanted or any(s not in SPLITS for s in wanted):
-            raise ValueError(f"splits must be a comma list drawn from {SPLITS} (got {self.splits!r})")
+            raise ValueError(f"splits must be a comma list drawn from {SPLITS} (got {','.join(self.splits)!r})")
         if not 1 <= self.n_relations <= len(RELATION_PAIRS):
             raise ValueError(f"n_relations must be in 1..{len(RELATION_PAIRS)} (got {self.n_relations})")
         held_out = self.n_entities - self.n_fixed_entities - self.n_chain_entities
@@ -167,8 +184,8 @@ class RelationalTask:
         return 1 + context + 6 * self.queries_per_episode
 
     def split_list(self) -> list[str]:
-        """``splits`` as a list, e.g. "reversal,syllogism" → ["reversal", "syllogism"] (blanks dropped)."""
-        return [s.strip() for s in self.splits.split(",") if s.strip()]
+        """``splits`` as a list, e.g. ["reversal", "syllogism"]."""
+        return list(self.splits)
 
     def build_world(self, rng: np.random.Generator) -> "World":
         """The world for ``rng`` (with ``facts_file``: the file is read, checked and hashed here)."""

@@ -21,7 +21,7 @@ Source: Xie et al. 2021; p-lambda/incontext-learning.
 import dataclasses
 from dataclasses import dataclass
 
-from minitf.config import ModelConfig, TrainConfig
+from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.evaluate import answer_logprobs, proportion, top1_correct
 from minitf.experiments.base import Experiment, RunContext
 from minitf.report import format_table
@@ -37,41 +37,29 @@ REFERENCES = {"ideal": lambda task, exs, n, concepts: task.ideal_predictions(exs
               "document": lambda task, exs, n, concepts: task.document_predictions(exs, concepts)}
 
 
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers (got {text!r})") from None
-    if not values or len(set(values)) != len(values):
-        raise ValueError(f"{name} needs distinct integers (got {text!r})")
-    return values
-
-
 @dataclass
 class GincSettings:
     """The ``ginc`` experiment's own settings (``--set`` keys)."""
 
-    example_lens: str = "2,3,5"  # tokens per prompt example (before its delimiter) [3,5,8,10]
-    shots: str = "0,1,2,4,8,16,32,64"  # k examples before the test one, those that fit in n_ctx
+    example_lens: tuple[int, ...] = (2, 3, 5)  # tokens per prompt example (before its delimiter) [3,5,8,10]
+    shots: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64)  # k examples before the test one, those that fit in n_ctx
     prompts_per_cell: int = 500  # prompts per (concepts, example_len, k) [2500]
     control_steps: int = 400  # steps of the control phase; 0 = the same as ``steps``
     control_concept: int = 0  # the control's single pretraining concept (an in-distribution one)
 
     def lens(self) -> list[int]:
         """``example_lens`` as ints."""
-        return _ints(self.example_lens, "example_lens")
+        return list(self.example_lens)
 
     def ks(self) -> list[int]:
         """``shots`` as sorted ints."""
-        return sorted(_ints(self.shots, "shots"))
+        return sorted(self.shots)
 
     def validate(self):
         """Returns ``self``; raises ``ValueError`` naming the field for unparsable or repeated
         lists, an example length < 2, a k < 0, prompts_per_cell < 1 or control_steps < 0."""
-        if min(self.lens()) < 2:
-            raise ValueError(f"example_lens must all be >= 2 (got {self.example_lens!r})")
-        if min(self.ks()) < 0:
-            raise ValueError(f"shots must all be >= 0 (got {self.shots!r})")
+        check_list("example_lens", self.example_lens, at_least=2)
+        check_list("shots", self.shots, at_least=0)
         if self.prompts_per_cell < 1:
             raise ValueError(f"prompts_per_cell must be >= 1 (got {self.prompts_per_cell})")
         if self.control_steps < 0 or self.control_concept < 0:
@@ -130,7 +118,7 @@ class GincExperiment(Experiment):
         cells = fitting_cells(config, model_cfg.n_ctx)
         if not all(cells.values()):
             short = [n for n, ks in cells.items() if not ks]
-            raise ValueError(f"no k in shots={config.shots!r} fits n_ctx={model_cfg.n_ctx} at example length(s) "
+            raise ValueError(f"no k in shots={','.join(map(str, config.shots))!r} fits n_ctx={model_cfg.n_ctx} at example length(s) "
                              f"{short} (a prompt is k·(len + 1) + len tokens); lower example_lens or shots, or "
                              "raise doc_len")
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from minitf import meta_learners
-from minitf.config import ModelConfig, TrainConfig
+from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.data import Batch, Vocab
 from minitf.evaluate import proportion
 from minitf.experiments.base import Experiment, RunContext
@@ -42,21 +42,12 @@ MATCHED = {"pairwise": "matchnet", "prototype": "protonet", "amortization": "cnp
 TRAIN_EVAL_TASKS = 512  # tasks of the cheap evaluation during training
 
 
-def _names(text: str, allowed: tuple, field: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in allowed]
-    if not names or bad or len(set(names)) != len(names):
-        raise ValueError(f"{field} must be distinct comma-separated names from {', '.join(allowed)} "
-                         f"(got {text!r})")
-    return names
-
-
 @dataclass
 class MetaLearnSettings:
     # training distributions (each trains every learner): families, mixture, and unknown (not in the default)
-    train_on: str = "pairwise,prototype,amortization,mixture"
+    train_on: tuple[str, ...] = ("pairwise", "prototype", "amortization", "mixture")
     # learners to train (the Bayes-optimal one is always scored): icl, the tied classics, the wide ablation
-    learners: str = "icl,matchnet,protonet,cnp,matchnet_wide,protonet_wide,cnp_wide"
+    learners: tuple[str, ...] = ("icl", "matchnet", "protonet", "cnp", "matchnet_wide", "protonet_wide", "cnp_wide")
     meta_steps: int = 1000  # training steps of each wide classic meta-learner (the transformer uses `steps`)
     tied_steps: int = 2000  # training steps of each tied (paper-faithful) classic learner: tiny, so long is cheap
     meta_lr: float = 3e-3  # peak learning rate of the classic meta-learners
@@ -68,10 +59,10 @@ class MetaLearnSettings:
     bayes_steps: int = 200  # Markov-chain steps of the pairwise / prototype Bayes learners
 
     def train_list(self) -> list[str]:
-        return _names(self.train_on, TRAIN_ON, "train_on")
+        return list(check_list("train_on", self.train_on, allowed=TRAIN_ON))
 
     def learner_list(self) -> list[str]:
-        return _names(self.learners, LEARNERS, "learners")
+        return list(check_list("learners", self.learners, allowed=LEARNERS))
 
     def validate(self):
         self.train_list(), self.learner_list()

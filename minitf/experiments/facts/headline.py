@@ -107,7 +107,7 @@ class HeadlineExperiment(Experiment):
     # data streams follow this order: phases added later go last, so earlier phases keep their streams
     phases = BINDING_PHASES + ("phase2", "phase2_oracle", "phase2_self") + RECALL_PHASES + ("phase2_identity",)
     artifacts = ("results.png", "recall_rl.png")
-    splits = "reversal,syllogism"
+    splits = ("reversal", "syllogism")
     phase1_steps = 700
 
     def default_task(self):
@@ -330,7 +330,7 @@ class ReversalExperiment(HeadlineExperiment):
 
     name = "reversal"
     description = "the headline on relation facts only (the reversal curse)"
-    splits = "reversal"
+    splits = ("reversal",)
     phase1_steps = 1000
 
 
@@ -339,5 +339,5 @@ class SyllogismExperiment(HeadlineExperiment):
 
     name = "syllogism"
     description = "the headline on syllogisms only (two-hop deductions from premises)"
-    splits = "syllogism"
+    splits = ("syllogism",)
     phase1_steps = 1000

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from minitf import baselines
-from minitf.config import ModelConfig, TrainConfig
+from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.data import Batch, Vocab
 from minitf.experiments.base import Experiment, RunContext
 from minitf.model import Transformer
@@ -47,34 +47,24 @@ from toy_tasks.regression import RegressionTask
 GD_FIT_PROMPTS = 10_000
 
 
-def _counts(text: str, field: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{field} must be comma-separated counts like 1,2,3 (got {text!r})") from None
-    if any(n < 1 for n in values) or len(set(values)) != len(values):
-        raise ValueError(f"{field} needs distinct counts >= 1 (got {text!r})")
-    return values
-
-
 @dataclass
 class ICLGDSettings:
     eval_prompts: int = 1000  # fresh prompts for gd_equivalence and the errors
-    depth_sweep: str = ""  # e.g. "1,2,3": softmax transformers of these depths on the regression recipe (Akyürek)
+    depth_sweep: tuple[int, ...] = ()  # e.g. 1,2,3: softmax transformers of these depths on the regression recipe (Akyürek)
     depth_steps: int = 3000  # training steps of each depth_sweep model
     depth_d: int = 5  # the depth sweep's input dimension (2d + 1 points)
-    depth_gd_steps: str = "1,2,3"  # K of the K-step GD learners the depth sweep is compared with
-    lsa_stack: str = ""  # e.g. "1,2,3": K-layer linear self-attention stacks vs K GD steps (von Oswald)
+    depth_gd_steps: tuple[int, ...] = (1, 2, 3)  # K of the K-step GD learners the depth sweep is compared with
+    lsa_stack: tuple[int, ...] = ()  # e.g. 1,2,3: K-layer linear self-attention stacks vs K GD steps (von Oswald)
     lsa_steps: int = 0  # training steps of each stack with K > 1; 0 = the run's steps
 
     def depths(self) -> list[int]:
-        return _counts(self.depth_sweep, "depth_sweep")
+        return list(check_list("depth_sweep", self.depth_sweep, at_least=1, nonempty=False))
 
     def gd_ks(self) -> list[int]:
-        return _counts(self.depth_gd_steps, "depth_gd_steps")
+        return list(check_list("depth_gd_steps", self.depth_gd_steps, at_least=1, nonempty=False))
 
     def stacks(self) -> list[int]:
-        return _counts(self.lsa_stack, "lsa_stack")
+        return list(check_list("lsa_stack", self.lsa_stack, at_least=1, nonempty=False))
 
     def validate(self):
         if self.eval_prompts < 2:
