@@ -6,11 +6,18 @@ pyplot or touches ``rcParams``, and no minitf module does so when imported: impo
 leaves the user's backend alone (a notebook's inline plots keep working), and a PNG is written
 with no screen (tests/test_report.py). ``plt`` is a stand-in with pyplot's ``subplots`` / ``close`` for plotting
 code written against pyplot; it draws the same way.
+
+The plotting kit every family's ``plots.py`` (and ``minitf.runs``) draws with: ``subplots`` and
+``save_figure`` for the figure, ``heatmap`` for a labelled matrix with its colorbar (and the values
+written in the cells), ``plot_interval`` for means with their intervals (error bars or a shaded
+band; ``interval_yerr`` gives the same error lengths to ``ax.bar``). ``plot_loss`` is the runner's
+loss.png. No other minitf module imports matplotlib.
 """
 import json
 import os
 from types import SimpleNamespace
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -139,3 +146,85 @@ def save_figure(fig, folder: str, filename: str, dpi: int = 100) -> str:
     path = os.path.join(folder, filename)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+# --- the plotting kit: every family's plots.py draws its heatmaps and intervals with these ----------
+
+def heatmap(ax, array, row_labels=None, col_labels=None, *, vmin: float, vmax: float, cmap: str = "viridis",
+            annotate: str | None = None, colorbar_label: str | None = None, origin: str = "upper",
+            aspect: str = "equal", col_rotation: float = 0, fontsize: float = 7):
+    """Draw ``array`` on ``ax`` as a heatmap with a colorbar; returns the ``AxesImage``.
+
+    ``array``: shape (rows, cols), any numbers in the colorbar's unit (an accuracy in [0, 1], an
+    attention probability, a score); NaN cells are drawn blank and never annotated.
+    ``row_labels`` / ``col_labels``: one tick label per row / column (``len == rows`` /
+    ``len == cols``), or None for matplotlib's own integer ticks (e.g. 25 token positions).
+    ``vmin``, ``vmax``: the colour range, in the array's unit; values outside are clipped to the
+    end colours. ``annotate``: a format string such as ``"{:.2f}"`` to write every cell's value in
+    it (white on dark cells, black on light ones), None for none. ``colorbar_label``: the
+    colorbar's label, which should name the unit. ``origin="lower"`` puts row 0 at the bottom;
+    ``aspect="auto"`` lets cells stretch to fill the axes; ``col_rotation`` (degrees) tilts the
+    column labels, right-aligned; ``fontsize``: the annotations' size in points.
+
+    Raises ValueError when ``array`` is not 2-D, a label list does not match its dimension, or
+    ``vmin >= vmax``."""
+    arr = np.asarray(array, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"heatmap: array must be 2-D (rows, cols), got shape {arr.shape}")
+    for name, labels, n in (("row_labels", row_labels, arr.shape[0]), ("col_labels", col_labels, arr.shape[1])):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"heatmap: {len(labels)} {name} for an array of shape {arr.shape} "
+                             f"({'rows' if name == 'row_labels' else 'columns'}: {n})")
+    if not vmin < vmax:
+        raise ValueError(f"heatmap: vmin ({vmin}) must be below vmax ({vmax})")
+    im = ax.imshow(arr, vmin=vmin, vmax=vmax, cmap=cmap, origin=origin, aspect=aspect)
+    if row_labels is not None:
+        ax.set_yticks(range(arr.shape[0]), [str(label) for label in row_labels])
+    if col_labels is not None:
+        ax.set_xticks(range(arr.shape[1]), [str(label) for label in col_labels],
+                      rotation=col_rotation, ha="right" if col_rotation else "center")
+    if annotate:
+        for (i, j), v in np.ndenumerate(arr):
+            if np.isfinite(v):
+                r, g, b, _ = im.cmap(im.norm(v))
+                dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # perceived brightness of the cell
+                ax.text(j, i, annotate.format(v), ha="center", va="center", fontsize=fontsize,
+                        color="w" if dark else "k")
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=colorbar_label)
+    return im
+
+
+def interval_yerr(mean, lo, hi) -> np.ndarray:
+    """The (2, n) ``yerr`` of matplotlib's ``errorbar`` / ``bar`` for intervals ``[lo, hi]``
+    around ``mean`` (three length-n sequences, one unit): ``[mean - lo, hi - mean]``, clipped at
+    0 so that rounding (a Wilson interval at 0 or 1) never makes a negative length. Raises
+    ValueError when the lengths differ."""
+    mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
+    if mean.ndim != 1 or not mean.shape == lo.shape == hi.shape:
+        raise ValueError(f"interval: mean, lo and hi must be 1-D of one length, got shapes "
+                         f"{mean.shape}, {lo.shape}, {hi.shape}")
+    return np.clip(np.stack([mean - lo, hi - mean]), 0.0, None)
+
+
+def plot_interval(ax, xs, mean, lo, hi, style: str = "bars", *, capsize: float = 2, alpha: float = 0.15,
+                  **line_kwargs):
+    """Draw ``mean`` against ``xs`` with each point's interval ``[lo, hi]`` (e.g. a 95% Wilson
+    interval of an accuracy, or a bootstrap interval of an error); returns the line (``Line2D``).
+
+    ``xs``, ``mean``, ``lo``, ``hi``: length-n sequences; ``mean``, ``lo`` and ``hi`` share the y
+    axis' unit. ``style="bars"``: error bars (caps ``capsize`` points wide), for a few separate
+    points; ``style="band"``: a band shaded at ``alpha`` in the line's colour, for a dense
+    curve. ``line_kwargs`` (``label``, ``color``, ``linestyle``, ``linewidth``, ``marker`` –
+    default ``"o"`` –, ``markersize``, …) style the line. Raises ValueError for an unknown
+    ``style`` or sequences of different lengths."""
+    if style not in ("bars", "band"):
+        raise ValueError(f"plot_interval: style must be 'bars' or 'band', got {style!r}")
+    yerr = interval_yerr(mean, lo, hi)
+    if len(xs) != yerr.shape[1]:
+        raise ValueError(f"plot_interval: {len(xs)} xs for {yerr.shape[1]} means")
+    line_kwargs.setdefault("marker", "o")
+    if style == "bars":
+        return ax.errorbar(xs, mean, yerr=yerr, capsize=capsize, **line_kwargs).lines[0]
+    line, = ax.plot(xs, mean, **line_kwargs)
+    ax.fill_between(xs, lo, hi, alpha=alpha, color=line.get_color(), linewidth=0)
+    return line

@@ -6,7 +6,7 @@ training losses (each learner's training on its own axis).
 """
 import numpy as np
 
-from minitf.report import plot_loss, save_figure, subplots
+from minitf.report import heatmap, plot_interval, plot_loss, save_figure, subplots
 
 TITLES = {"in_distribution": "in-distribution concepts", "out_of_distribution": "OOD concepts",
           "control": "control (one pretraining concept)"}
@@ -25,10 +25,8 @@ def plot_accuracy(run_dir: str, report: dict) -> str:
         ref = refs.get(f"document_{'in_distribution' if name == 'control' else name}", {})
         for i, (n, row) in enumerate(by_len.items()):
             ks = sorted(row, key=int)
-            vals = [row[k]["acc"] for k in ks]
-            err = [[v - row[k]["ci95"][0] for v, k in zip(vals, ks)], [row[k]["ci95"][1] - v for v, k in zip(vals, ks)]]
-            ax.errorbar([int(k) for k in ks], vals, yerr=err, marker="o", capsize=2, color=f"C{i}",
-                        label=f"example length {n}")
+            plot_interval(ax, [int(k) for k in ks], [row[k]["acc"] for k in ks], [row[k]["ci95"][0] for k in ks],
+                          [row[k]["ci95"][1] for k in ks], color=f"C{i}", label=f"example length {n}")
             if n in ref:
                 rk = sorted(ref[n], key=int)
                 ax.plot([int(k) for k in rk], [ref[n][k]["acc"] for k in rk], linestyle="--", color=f"C{i}",
@@ -54,17 +52,16 @@ STYLES = {"icl": dict(color="black", linewidth=2.2), "matchnet": dict(color="tab
 
 def plot_matrix(run_dir: str, report: dict, filename: str = "matrix.png") -> str:
     """Heatmap of ``results[train_on][test_on][learner]["acc"]``: one row per (train_on, learner),
-    one column per test set, the accuracy written in each cell (colour range 0.5–1)."""
+    one column per test set, the accuracy written in each cell (colour range 0.5–1; a learner
+    not evaluated on a test set: a blank cell)."""
     results, tests = report["results"], report["test_on"]
     rows = [(t, lrn) for t in results for lrn in next(iter(results[t].values()))]
     arr = np.array([[results[t][name].get(lrn, {}).get("acc", np.nan) for name in tests] for t, lrn in rows])
     fig, ax = subplots(figsize=(1.0 * len(tests) + 3, 0.32 * len(rows) + 1.6))
-    im = ax.imshow(arr, vmin=0.5, vmax=1.0, cmap="viridis", aspect="auto")
-    for (i, j), v in np.ndenumerate(arr):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.8 else "k")
-    ax.set_xticks(range(len(tests)), tests, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(rows)), [f"{t} · {lrn}" for t, lrn in rows], fontsize=7)
+    heatmap(ax, arr, [f"{t} · {lrn}" for t, lrn in rows], tests, vmin=0.5, vmax=1.0, aspect="auto",
+            col_rotation=30, annotate="{:.2f}", colorbar_label="accuracy")
+    ax.tick_params(axis="x", labelsize=8)
+    ax.tick_params(axis="y", labelsize=7)
     for i in range(1, len(rows)):
         if rows[i][0] != rows[i - 1][0]:
             ax.axhline(i - 0.5, color="w", linewidth=2)
@@ -72,7 +69,6 @@ def plot_matrix(run_dir: str, report: dict, filename: str = "matrix.png") -> str
     ax.set_ylabel("trained on · learner")
     ax.set_title(f"accuracy (mean over k = 1..{report['n_support']}, {report['eval_tasks']} tasks per test set, "
                  f"d = {report['d']})", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.03, label="accuracy")
     return save_figure(fig, run_dir, filename)
 
 

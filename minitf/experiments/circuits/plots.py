@@ -10,7 +10,7 @@ import numpy as np
 
 import minitf
 from minitf.probes import THRESHOLD, attention_patterns, repeated_random_tokens
-from minitf.report import read_metrics, save_figure, subplots
+from minitf.report import heatmap, read_metrics, save_figure, subplots
 
 SCORES = ("previous_token", "prefix_matching", "duplicate_token", "copying")
 
@@ -59,17 +59,18 @@ def plot_trajectories(run_dir, report):
 
 def plot_heatmaps(run_dir, report):
     """head_scores.png: the report's final scores as (layer, head) heatmaps, one per score
-    (colour range [0, 1]; [-1, 1] for copying)."""
+    (colour range [0, 1] of mean attention probability; [-1, 1] of Σλ/Σ|λ| for copying), each
+    cell's value written in it."""
     fig, axes = subplots(1, len(SCORES), figsize=(3.2 * len(SCORES), 3))
     for ax, name in zip(axes, SCORES):
-        arr = np.array(report["scores"][name])
-        im = ax.imshow(arr, vmin=-1 if name == "copying" else 0, vmax=1, cmap="viridis")
+        arr = np.array(report["scores"][name])  # (layer, head)
+        copying = name == "copying"
+        heatmap(ax, arr, range(arr.shape[0]), range(arr.shape[1]), vmin=-1 if copying else 0, vmax=1,
+                annotate="{:.2f}",
+                colorbar_label="Σλ/Σ|λ| of the OV circuit" if copying else "mean attention probability")
         ax.set_title(name.replace("_", " "), fontsize=9)
         ax.set_xlabel("head")
         ax.set_ylabel("layer")
-        for (i, j), v in np.ndenumerate(arr):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="score")
     save_figure(fig, run_dir, "head_scores.png", dpi=90)
 
 
@@ -139,11 +140,11 @@ def plot_top_patterns(run_dir, report):
     patterns = attention_patterns(model, tokens)
     fig, axes = subplots(1, len(heads), figsize=(5.4 * len(heads), 4.8))
     for ax, (title, (layer, head)) in zip(np.atleast_1d(axes), heads):
-        im = ax.imshow(patterns[layer, 0, head].numpy(), cmap="Blues", vmin=0, vmax=1)
+        heatmap(ax, patterns[layer, 0, head].numpy(), vmin=0, vmax=1, cmap="Blues",  # (query, key)
+                colorbar_label="attention probability")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("key position (token attended to)")
         ax.set_ylabel("query position")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="attention probability")
     fig.suptitle(f"a random segment of {segment} tokens, repeated (positions 0–{2 * segment})", fontsize=9)
     save_figure(fig, run_dir, "attention.png", dpi=90)
     try:  # the interactive view needs the lens extra (circuitsvis); the PNG does not
@@ -154,26 +155,23 @@ def plot_top_patterns(run_dir, report):
     except ImportError:
         pass
 
+
 def plot_phase_diagram(out: str, grid: list[dict]) -> None:
     """Write ``out/phase_diagram.png``: two heatmaps, ICL and IWL accuracy in [0, 1] (rows p_bursty,
-    columns n_classes). ``grid``: ``sweep.json`` rows, each with ``p_bursty``, ``n_classes``,
-    ``icl`` and ``iwl``; raises ``StopIteration`` if a grid combination has no row."""
+    the smallest at the bottom; columns n_classes), each cell's value written in it. ``grid``:
+    ``sweep.json`` rows, each with ``p_bursty``, ``n_classes``, ``icl`` and ``iwl``; raises
+    ``StopIteration`` if a grid combination has no row."""
     ps, ks = sorted({g["p_bursty"] for g in grid}), sorted({g["n_classes"] for g in grid})
     fig, axes = subplots(1, 2, figsize=(9, 3.8))
     for ax, key in zip(axes, ("icl", "iwl")):
         arr = np.array([[next(g[key] for g in grid if g["p_bursty"] == p and g["n_classes"] == k) for k in ks]
                         for p in ps])
-        im = ax.imshow(arr, vmin=0, vmax=1, origin="lower", cmap="magma")
-        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
-        ax.set_yticks(range(len(ps)), [str(p) for p in ps])
+        heatmap(ax, arr, ps, ks, vmin=0, vmax=1, cmap="magma", origin="lower", annotate="{:.2f}", fontsize=9,
+                colorbar_label=f"{key.upper()} accuracy")
         ax.set_xlabel("n_classes K")
         ax.set_ylabel("p_bursty")
         ax.set_title(f"{key.upper()} accuracy")
-        for (i, j), v in np.ndenumerate(arr):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="c")
-        fig.colorbar(im, ax=ax, fraction=0.046)
     save_figure(fig, out, "phase_diagram.png")
-
 
 
 def plot_follow_rate(out: str, rows: list[dict], filename: str = "follow_rate.png") -> str | None:

@@ -6,7 +6,7 @@ the recall's REINFORCE phase has its own curves (``recall_rl.png``).
 """
 import numpy as np
 
-from minitf.report import save_figure, subplots
+from minitf.report import interval_yerr, save_figure, subplots
 
 
 def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") -> None:
@@ -15,7 +15,7 @@ def plot_condition_bars(ax, results: dict, conditions, splits, title: str = "") 
     for i, cond in enumerate(conditions):
         vals = [results[cond].get(s, {}).get("acc", 0.0) for s in splits]
         cis = [results[cond].get(s, {}).get("ci95", [v, v]) for v, s in zip(vals, splits)]
-        errs = [[max(0.0, v - lo) for v, (lo, _) in zip(vals, cis)], [max(0.0, hi - v) for v, (_, hi) in zip(vals, cis)]]
+        errs = interval_yerr(vals, [lo for lo, _ in cis], [hi for _, hi in cis])
         ax.bar([j + i * width for j in range(len(splits))], vals, width, yerr=errs, label=cond, capsize=2)
     for j, s in enumerate(splits):
         chance = next(results[c][s]["chance"] for c in conditions if s in results[c])
@@ -38,7 +38,6 @@ def plot_results(run_dir: str, report: dict, conditions) -> str:
     splits = [s for s in results["in_weights"] if not s.startswith("forward")]
     fig, ax = subplots(figsize=(max(8, 1.3 * len(splits) * 1.5), 4.5))
     plot_condition_bars(ax, results, [c for c in conditions if c in results], splits, report["architecture"])
-    fig.tight_layout()
     return save_figure(fig, run_dir, "results.png")
 
 
@@ -72,5 +71,4 @@ def plot_rl(run_dir: str, report: dict) -> str:
         ax.set_xlabel("REINFORCE step")
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return save_figure(fig, run_dir, "recall_rl.png")

@@ -1,7 +1,7 @@
 """The regression experiment's pictures: error/d curves over k, and the learning curve."""
 import os
 
-from minitf.report import save_figure, subplots
+from minitf.report import plot_interval, save_figure, subplots
 
 STYLES = {"model": dict(color="black", linewidth=2.2), "least_squares": dict(color="tab:blue"),
           "ridge": dict(color="tab:cyan", linestyle=":"), "knn": dict(color="tab:green"),
@@ -10,15 +10,15 @@ STYLES = {"model": dict(color="black", linewidth=2.2), "least_squares": dict(col
 
 
 def plot_curves(run_dir: str, report: dict, filename: str = "curves.png") -> str:
-    """error/d (squared error / d) against k in-context examples, 95% intervals shaded."""
+    """error/d (squared error / d) against k in-context examples, one line per learner of
+    ``report["curves"]``, each with its 95% interval shaded in its colour."""
     fig, ax = subplots(figsize=(7, 4.5))
     for name, curve in report["curves"].items():
         ks = sorted(int(k) for k in curve)
         err = [curve[k]["err"] if k in curve else curve[str(k)]["err"] for k in ks]
         ci = [curve[k]["ci95"] if k in curve else curve[str(k)]["ci95"] for k in ks]
-        style = STYLES.get(name, {})
-        ax.plot(ks, err, label=name, marker="o", markersize=3, **style)
-        ax.fill_between(ks, [c[0] for c in ci], [c[1] for c in ci], alpha=0.15, color=style.get("color"))
+        plot_interval(ax, ks, err, [c[0] for c in ci], [c[1] for c in ci], style="band", label=name, markersize=3,
+                      **STYLES.get(name, {}))
     ax.axvline(report["d"], color="grey", linestyle="--", linewidth=1)
     ax.annotate("k = d", (report["d"], 1.05), color="grey", fontsize=8)
     ax.set_xlabel("k = in-context examples before the query")
