@@ -33,7 +33,7 @@ from minitf.checkpoint import unwrap
 from minitf.config import TrainConfig, architecture
 from minitf.data import Batch
 from minitf.errors import CheckpointError, NonFiniteLossError
-from minitf.fileio import append_json_line, atomic_write_bytes, isatty, remove_stale_temp_files
+from minitf.fileio import append_json_line, atomic_write_bytes, isatty, remove_stale_temp_files, to_json
 
 
 def keep_freed_memory() -> bool:
@@ -215,6 +215,9 @@ class Trainer:
         self.progress: Progress | None = None
         self.step = 0
         self.losses: dict[int, float] = {}
+        # This phase's metrics rows as metrics.jsonl holds them (parsed back from the same JSON), so
+        # an experiment reads its evaluation history from here (RunContext.history), not from disk.
+        self.rows: list[dict] = []
         self.last_checkpoint_step: int | None = None
         self.skipped: list[int] = []  # steps skipped for non-finite values (--skip-nonfinite)
         self.rank, self.world = process_group()
@@ -289,9 +292,19 @@ class Trainer:
     def log(self, row: dict) -> None:
         """Append ``{"phase": self.phase, **row}`` as one JSON line to ``run_dir/metrics.jsonl``
         (process 0 only, under torchrun)."""
-        if not self.writes:
-            return
-        append_json_line(os.path.join(self.run_dir, METRICS), {"phase": self.phase, **row})
+        row = {"phase": self.phase, **row}
+        self.rows.append(json.loads(to_json(row)))
+        if self.writes:
+            append_json_line(os.path.join(self.run_dir, METRICS), row)
+
+    def _rows_on_disk(self) -> list[dict]:
+        """This phase's rows of metrics.jsonl (on resume: what earlier processes logged)."""
+        path = os.path.join(self.run_dir, METRICS)
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        return [r for r in rows if r.get("phase") == self.phase]
 
     # -- loop ----------------------------------------------------------------------------
     def fit(self, resume_state: dict | None = None, phases_before: list[str] = ()) -> None:
@@ -302,11 +315,13 @@ class Trainer:
                 remove_stale_temp_files(self.run_dir)
             if self.phase in resume_state.get("phases_done", []):
                 checkpoint.load_weights(self.model, self.phase_weights_path(self.phase))
+                self.rows = self._rows_on_disk()
                 return
             if resume_state.get("phase") == self.phase:
                 self.restore(resume_state)
             else:  # this phase had not reached a checkpoint: drop whatever it logged
                 self._truncate_metrics()
+            self.rows = self._rows_on_disk()
         model, cfg = self.model.to(self.device).train(), self.cfg
         forward = self._data_parallel(model) if self.world > 1 else None
         bar = progress_bar(cfg.steps, self.step, self.phase, enabled=self.writes)

@@ -81,7 +81,9 @@ class FirstTokenExperiment(Experiment):
 
         model = ctx.new_model()
         ctx.train(model, ctx.task.sample, phase="train", evaluate=lambda m, step: {"acc": accuracy(m)["acc"]})
-        return {"results": {"first_token": accuracy(model.eval())}}
+        # the evaluations during training, from the run's own history (a resumed run's included)
+        curve = [{"step": r["step"], "acc": r["eval"]["acc"]} for r in ctx.history("train") if "eval" in r]
+        return {"results": {"first_token": accuracy(model.eval())}, "learning_curve": curve}
 
     def summary(self, report: dict) -> str:
         r = report["results"]["first_token"]

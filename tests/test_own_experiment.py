@@ -40,6 +40,25 @@ def test_a_users_experiment_trains_and_reports(trained):
     assert model.to_string(model.to_tokens("<bos> t3 t1")[0]) == "<bos> t3 t1"
 
 
+def test_history_survives_a_kill_and_resume(trained, tmp_path):
+    """``ctx.history``: the evaluations during training, the same after a SIGKILL and --resume
+    (the rows before the kill come from the run folder, the rest from the resumed trainer)."""
+    from minitf import checkpoint
+
+    out = tmp_path / "killed"
+    env = dict(os.environ, MINITF_KILL_AT_WRITE="5")  # config, vocab, then mid-way through the checkpoints
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), REF, "--out", str(out), "--seed", "1"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert p.returncode == -9, p.stderr
+    state = checkpoint.load_trainer_state(str(out / checkpoint.TRAINER_STATE))
+    assert 0 < state["step"] < 150  # killed after an evaluation, before the end
+    r = cli("--resume", str(out))
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((trained / "report.json").read_text())["learning_curve"]
+    assert [row["step"] for row in ref] == [50, 100, 150]
+    assert json.loads((out / "report.json").read_text())["learning_curve"] == ref
+
+
 def test_resume_set_and_seeds_work_on_it(trained, tmp_path):
     r = cli("--resume", str(trained))
     assert r.returncode == 0 and "finished" in r.stdout

@@ -181,6 +181,7 @@ class RunContext:
     config: object = field(default_factory=NoSettings)
     stop_at_first_phase: bool = False
     done: list = field(default_factory=list)
+    histories: dict = field(default_factory=dict)  # {phase: its metrics rows} (``history``)
 
     def new_model(self) -> Transformer:
         """A freshly initialised model: same seed ⇒ same initial weights."""
@@ -239,7 +240,17 @@ class RunContext:
                           phase=phase, evaluate=evaluate, step_loss=step_loss)
         trainer.fit(self.resume_state, phases_before=list(self.done))
         self.done.append(phase)
+        self.histories[phase] = trainer.rows
         return trainer
+
+    def history(self, phase: str) -> list[dict]:
+        """The metrics rows ``phase`` logged, in order, as metrics.jsonl holds them: training rows
+        ``{"phase", "step", "loss", ...}`` and evaluation rows ``{"phase", "step", "eval": {...}}``
+        (on resume, the rows of earlier processes included). Raises ``ConfigError`` for a phase
+        that has not trained in this run."""
+        if phase not in self.histories:
+            raise ConfigError(f"phase {phase!r} has no history yet: phases trained so far {self.done}")
+        return self.histories[phase]
 
     def phase_weights_path(self, phase: str) -> str:
         """Path of the weights saved at the end of ``phase``: ``run_dir/model-<phase>.safetensors``."""

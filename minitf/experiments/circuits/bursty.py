@@ -19,7 +19,7 @@ from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
 from minitf.fileio import atomic_write_json
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
-from minitf.report import format_table, read_metrics
+from minitf.report import format_table
 from toy_tasks.bursty import EVAL_MODES, BurstyTask
 
 EVAL_SEQUENCES = 400
@@ -85,7 +85,7 @@ class BurstyExperiment(Experiment):
         scores = all_scores(model, probe, segment, start=1)
         scores["label_attention"] = label_attention(model, evals["icl"], vocab)
         curve = [{"step": r["step"], "follow_rate": r["eval"]["follow_rate"], "icl": r["eval"]["icl_acc"],
-                  "iwl": r["eval"]["iwl_acc"]} for r in read_metrics(ctx.run_dir) if "follow_rate" in r.get("eval", {})]
+                  "iwl": r["eval"]["iwl_acc"]} for r in ctx.history("train") if "follow_rate" in r.get("eval", {})]
         return {"results": results, "scores": scores, "follow_rate_curve": curve, "labels": labels,
                 "ablation": ablation(model, scores["label_attention"], lambda: accuracy(model, "icl")["acc"],
                                      seed=ctx.train_cfg.seed)}

@@ -24,7 +24,7 @@ from minitf.probes import (
     score_curves,
     select_heads,
 )
-from minitf.report import format_table, read_metrics
+from minitf.report import format_table
 from toy_tasks.induction import BOS, InductionTask
 
 EVAL_SEQUENCES = 256
@@ -90,7 +90,7 @@ class InductionExperiment(Experiment):
         ctx.train(model, task.sample, evaluate=measure)
         model.eval()
         final = measure(model)
-        phase_step, at_phase = phase_change(read_metrics(ctx.run_dir))
+        phase_step, at_phase = phase_change(ctx.history("train"))
         scores = final["scores"]
         top = top_head(scores["prefix_matching"])
         # induction heads are redundant (several form): ablate every head with prefix-matching

@@ -313,7 +313,7 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
                   evaluate=lambda m, step: {"heldout_reward": greedy_reward(m, world, vocab, rw.heldout)["acc"]})
     model.eval()
     after = greedy_reward(model, world, vocab, rw.heldout)
-    log = rl_log(ctx.run_dir, start["acc"])
+    log = rl_log(ctx.history("recall_rl"), start["acc"])
     # phase 2 replays the RL model's own greedy recalls, only those rewarded that hold the needed facts
     pool = rw.train + rw.docs_only
     said = generate_recall(model, vocab, pool)

@@ -81,16 +81,12 @@ def replay_pairs(queries: list[Query], recalled: list[list[str]], rewarded: list
             if hit and holds_needed(q, sentences(w), inverse)]
 
 
-def rl_log(run_dir: str, start: float) -> list[dict]:
+def rl_log(rows: list[dict], start: float) -> list[dict]:
     """REINFORCE's rows of metrics.jsonl as the report's ``recall_rl_log``: one row per step,
     ``{"step", "reward", "recall_tokens", "true_fraction", "no_update"?}`` for each logged step and
     ``heldout_reward`` at each evaluated step (step 0: ``start``, the supervised model's)."""
-    from minitf.report import read_metrics
-
     by_step = {0: {"step": 0, "heldout_reward": start}}
-    for row in read_metrics(run_dir):
-        if row.get("phase") != "recall_rl":
-            continue
+    for row in rows:
         # a step's training row and its evaluation row (same step) become one row of the log
         out = by_step.setdefault(row["step"], {"step": row["step"]})
         if "eval" in row:

@@ -38,7 +38,7 @@ from minitf import baselines
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch, Vocab
 from minitf.experiments.base import Experiment, RunContext
-from minitf.report import format_table, read_metrics
+from minitf.report import format_table
 from toy_tasks.regression import RegressionTask, interleave, prompt_for_query
 
 CURRICULA = ("none", "dims")
@@ -216,7 +216,7 @@ class RegressionExperiment(Experiment):
         for name, predict in baseline_predictors(task, gd_steps).items():
             curves[name] = baselines.error_curve(predict, batch["xs"], batch["ys"], batch["xs_query"],
                                                  batch["ys_query"])
-        learning = [(r["step"], r["eval"]["err_last_k"]) for r in read_metrics(ctx.run_dir)
+        learning = [(r["step"], r["eval"]["err_last_k"]) for r in ctx.history("train")
                     if "eval" in r and "err_last_k" in r["eval"]]
         hit = next((s for s, e in learning if e <= cfg.threshold), None)
         return {"curves": curves, "d": d, "n_points": task.prompt_len, "eval_prompts": cfg.eval_prompts,
