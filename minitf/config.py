@@ -16,6 +16,7 @@ from minitf.errors import ConfigError
 POSITIONAL_CHOICES = ("learned", "rope", "none")
 ATTN_IMPL_CHOICES = ("auto", "sdpa", "naive", "triton")
 DEVICE_CHOICES = ("cpu", "cuda")
+PRECISION_CHOICES = ("fp32", "bf16")
 ATTENTION_CHOICES = ("softmax", "linear")
 
 
@@ -120,6 +121,9 @@ class TrainConfig:
     log_every: int = 10  # steps between loss rows in metrics.jsonl
     device: str = "cpu"  # "cpu" or "cuda" (--device)
     skip_nonfinite: int = 0  # steps with NaN/inf loss or gradients to skip (no update) before stopping
+    # fp32, or bf16: the training forward pass under bf16 autocast (matmuls in bf16 on the CPU's
+    # matrix units or the GPU); weights, optimizer state, the loss's reduction and evaluation stay fp32
+    precision: str = "fp32"
 
     def validate(self) -> "TrainConfig":
         """Check every field; returns ``self`` if all are valid, else raises one ``ConfigError``
@@ -137,6 +141,8 @@ class TrainConfig:
             problems.append(f"lr must be > 0 (got {self.lr})")
         if self.device not in DEVICE_CHOICES:
             problems.append(f"device must be one of {DEVICE_CHOICES} (got {self.device!r})")
+        if self.precision not in PRECISION_CHOICES:
+            problems.append(f"precision must be one of {PRECISION_CHOICES} (got {self.precision!r})")
         _raise(problems, "TrainConfig")
         return self
 

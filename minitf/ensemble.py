@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state
 from minitf.config import TrainConfig
 from minitf.data import Batch
 from minitf.errors import NonFiniteLossError
-from minitf.trainer import keep_freed_memory, lr_at, make_optimizer, masked_loss
+from minitf.trainer import autocast, keep_freed_memory, lr_at, make_optimizer, masked_loss
 
 
 class Ensemble:
@@ -77,7 +77,9 @@ def train_ensemble(ensemble: Ensemble, cfg: TrainConfig, batch_fns: list[Callabl
         batch = stack_batches([fn(step) for fn in batch_fns])
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        losses = masked_loss(ensemble.logits(batch.inputs), batch)
+        with autocast(cfg, batch.inputs.device):
+            logits = ensemble.logits(batch.inputs)
+        losses = masked_loss(logits.float(), batch)
         losses.sum().backward()
         norms = clip_per_member(params, cfg.grad_clip)
         values = losses.detach().tolist()

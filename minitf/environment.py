@@ -24,6 +24,18 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def bf16_matrix_units() -> str | None:
+    """The CPU's bf16 matrix instructions that oneDNN uses under bf16 autocast, as named in
+    ``/proc/cpuinfo`` flags: ``"amx_bf16"`` (AMX tiles, recent server x86), else ``"avx512_bf16"``,
+    else None (no such units, or not Linux: bf16 then runs emulated, slower than fp32)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return next((name for name in ("amx_bf16", "avx512_bf16") if name in flags), None)
+
+
 def minitf_commit() -> dict:
     """``{"commit": sha or None, "dirty": bool or None}`` of the checkout minitf runs from (None
     for an installed wheel, or without git)."""
@@ -40,10 +52,12 @@ def minitf_commit() -> dict:
 
 def environment() -> dict:
     """``{"torch", "numpy", "python", "intra_op_threads", "inter_op_threads", "omp_num_threads",
-    "cpu", "platform", "cuda", "commit", "dirty"}``: the versions, thread counts (torch's, and
-    the OMP_NUM_THREADS environment variable or None), CPU model and minitf commit of this process."""
+    "cpu", "bf16_units", "platform", "cuda", "commit", "dirty"}``: the versions, thread counts
+    (torch's, and the OMP_NUM_THREADS environment variable or None), CPU model and its bf16 matrix
+    units (``bf16_matrix_units``) and minitf commit of this process."""
     return {"torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0],
             "intra_op_threads": torch.get_num_threads(), "inter_op_threads": torch.get_num_interop_threads(),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "cpu": cpu_model(),
+            "bf16_units": bf16_matrix_units(),
             "platform": platform.platform(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             **minitf_commit()}

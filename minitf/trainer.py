@@ -32,6 +32,7 @@ from minitf.artifacts import METRICS, TRAINER_STATE, WEIGHTS, phase_weights
 from minitf.checkpoint import unwrap
 from minitf.config import TrainConfig, architecture
 from minitf.data import Batch
+from minitf.environment import bf16_matrix_units
 from minitf.errors import CheckpointError, NonFiniteLossError
 from minitf.fileio import append_json_line, atomic_write_bytes, isatty, remove_stale_temp_files, to_json
 
@@ -79,6 +80,23 @@ def masked_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
     if ce.dim() == 2:
         return ce.sum() / batch.mask.sum().clamp(min=1.0)
     return ce.sum(dim=(-2, -1)) / batch.mask.sum(dim=(-2, -1)).clamp(min=1.0)
+
+
+_precision_said: set = set()
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """The training forward pass's precision: bf16 autocast for ``precision="bf16"`` (matmuls and
+    attention in bf16; weights, optimizer state and the loss's reduction stay fp32, so checkpoints
+    are the same fp32 files), else a no-op. Says once per process what the CPU offers."""
+    bf16 = cfg.precision == "bf16"
+    if bf16 and device.type == "cpu" and "cpu" not in _precision_said:
+        _precision_said.add("cpu")
+        units = bf16_matrix_units()
+        print(f"precision bf16: this CPU has bf16 matrix units ({units})" if units else
+              "precision bf16: this CPU has no bf16 matrix units (amx_bf16 / avx512_bf16), so oneDNN "
+              "emulates bf16 and training runs slower than fp32; use precision=fp32 here", flush=True)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def process_group() -> tuple[int, int]:
@@ -349,7 +367,8 @@ class Trainer:
                 group["lr"] = lr
             extra = {}
             if self.step_loss is not None:
-                loss, extra = self.step_loss(model, batch, self.step)
+                with autocast(cfg, self.device):
+                    loss, extra = self.step_loss(model, batch, self.step)
                 if loss is None:  # nothing to learn from this step: no update, the step counts
                     self.step += 1
                     self.log({"step": self.step, "lr": lr, "no_update": True, **extra})
@@ -360,7 +379,9 @@ class Trainer:
                 loss_value = loss.item()
             elif forward is None:
                 batch = batch.to(self.device)
-                loss = masked_loss(model(batch.inputs), batch)
+                with autocast(cfg, self.device):
+                    logits = model(batch.inputs)
+                loss = masked_loss(logits.float(), batch)  # fp32 reduction (a no-op cast in fp32)
                 loss.backward()
                 loss_value = loss.item()
             else:
@@ -418,7 +439,9 @@ class Trainer:
         """
         shard = batch.shard(self.rank, self.world).to(self.device)
         scale = self.world * shard.mask.sum().clamp(min=1.0) / batch.mask.sum().clamp(min=1.0).to(self.device)
-        loss = masked_loss(forward(shard.inputs), shard) * scale
+        with autocast(self.cfg, self.device):
+            logits = forward(shard.inputs)
+        loss = masked_loss(logits.float(), shard) * scale
         loss.backward()
         total = loss.detach().clone()
         dist.all_reduce(total)
