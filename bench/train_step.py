@@ -7,12 +7,17 @@ glibc's default allocator) ``--repeats`` times and the median rate of each is re
 machine noise hits all alike. minitf runs as shipped, i.e. with
 ``minitf.trainer.keep_freed_memory``; the third run separates that runtime setting from the
 step's arithmetic (``same_allocator_ratio``, ``allocator_speedup``). Prints tokens/s, their
-ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS; the K = 8 ensemble
+ratio (minitf ÷ reference), FLOPs per token, achieved GFLOP/s and peak RSS. minitf also runs with
+``precision=bf16`` (the trainer's bf16 autocast, fp32 weights and loss) in the same alternation:
+``bf16_ratio`` = minitf bf16 ÷ reference fp32 (what a nanoGPT user runs on CPU), ``bf16_speedup`` =
+minitf bf16 ÷ minitf fp32; bench/bf16_profile.py says where a bf16 step's time goes. The K = 8 ensemble
 is timed in this process against sequential single steps, beside two bounds on any ensemble:
 one model at 8x the batch, and one single-threaded process per core. Writes
 bench/results/train_step-cpu.json.
 
-    python bench/train_step.py [--rounds 5] [--steps 20] [--repeats 3]
+    python bench/train_step.py [--rounds 5] [--steps 20] [--repeats 3] [--configs S,M,L]
+
+Config L (4 layers, d_model 256, ctx 256) takes a step of ~0.5 s: it runs ``--steps`` ÷ 4 steps.
 """
 import argparse
 import json
@@ -31,14 +36,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minitf.config import ModelConfig, TrainConfig  # noqa: E402
 from minitf.data import Batch  # noqa: E402
 from minitf.model import Transformer  # noqa: E402
-from minitf.trainer import keep_freed_memory, make_optimizer, masked_loss  # noqa: E402
+from minitf.trainer import autocast, keep_freed_memory, make_optimizer, masked_loss  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 CONFIGS = {  # name: (layers, d_model, heads, ctx, vocab, batch, d_mlp)
     "S": (2, 64, 4, 64, 256, 32, 256),
     "M": (2, 128, 4, 128, 512, 32, 512),
     "S_attn_only": (2, 64, 4, 64, 256, 32, 0),
+    "L": (4, 256, 4, 256, 512, 8, 1024),
 }
+STEP_DIVISOR = {"L": 4}  # L's steps are slow: fewer of them per round
+BF16 = TrainConfig(precision="bf16")
 
 
 class ReferenceBlock(nn.Module):
@@ -97,6 +105,17 @@ def step_ours(model, opt, batch):
     opt.zero_grad(set_to_none=True)
 
 
+def step_ours_bf16(model, opt, batch):
+    """The trainer's bf16 step: forward under bf16 autocast, fp32 loss reduction and update."""
+    with autocast(BF16, torch.device("cpu")):
+        logits = model(batch.inputs)
+    loss = masked_loss(logits.float(), batch)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def step_ref(model, opt, batch):
     logits = model(batch.inputs)
     loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten())
@@ -126,7 +145,9 @@ def step_rate(name, which, rounds, steps, threads=0) -> float:
     if threads:
         torch.set_num_threads(threads)
     ours, ref, (layers, d, ctx, vocab, batch, d_mlp) = make_pair(name)
-    (model, opt), fn = (ours, step_ours) if which == "minitf" else (ref, step_ref)
+    steps = max(2, steps // STEP_DIVISOR.get(name, 1))
+    (model, opt), fn = {"minitf": (ours, step_ours), "minitf_bf16": (ours, step_ours_bf16),
+                        "reference": (ref, step_ref)}[which]
     batches = random_batches(vocab, batch, ctx, steps, torch.Generator().manual_seed(1))
     time_steps(fn, model, opt, batches[:3])  # warm-up
     return batch * ctx / statistics.median(time_steps(fn, model, opt, batches) for _ in range(rounds))
@@ -173,18 +194,20 @@ def bench_config(name, rounds, steps, repeats) -> dict:
     (glibc's defaults), and minitf once more with the defaults, which isolates the allocator:
     ratio = shipped ÷ reference, same_allocator_ratio = minitf ÷ reference with both on defaults.
     """
-    runs = {"minitf": [], "reference": [], "minitf_default_allocator": []}
-    for _ in range(repeats):  # interleaved so drift in machine load affects all three
+    runs = {"minitf": [], "reference": [], "minitf_default_allocator": [], "minitf_bf16": []}
+    for _ in range(repeats):  # interleaved so drift in machine load affects all four
         runs["minitf"].append(child_rate(name, "minitf", True, rounds, steps))
         runs["reference"].append(child_rate(name, "reference", False, rounds, steps))
         runs["minitf_default_allocator"].append(child_rate(name, "minitf", False, rounds, steps))
-    ours, ref, ours_default = (statistics.median(runs[k]) for k in runs)
+        runs["minitf_bf16"].append(child_rate(name, "minitf_bf16", True, rounds, steps))
+    ours, ref, ours_default, ours_bf16 = (statistics.median(runs[k]) for k in runs)
     layers, d, heads, ctx, vocab, batch, d_mlp = CONFIGS[name]
     fpt = flops_per_token(layers, d, ctx, vocab, d_mlp)
     return {"config": dict(zip(("layers", "d_model", "ctx", "vocab", "batch", "d_mlp"), (layers, d, ctx, vocab, batch, d_mlp))),
             "minitf_tokens_per_s": ours, "reference_tokens_per_s": ref, "ratio": ours / ref,
             "minitf_default_allocator_tokens_per_s": ours_default, "same_allocator_ratio": ours_default / ref,
-            "allocator_speedup": ours / ours_default, "runs_tokens_per_s": runs,
+            "allocator_speedup": ours / ours_default, "minitf_bf16_tokens_per_s": ours_bf16,
+            "bf16_ratio": ours_bf16 / ref, "bf16_speedup": ours_bf16 / ours, "runs_tokens_per_s": runs,
             "flops_per_token": fpt, "minitf_gflops": ours * fpt / 1e9, "reference_gflops": ref * fpt / 1e9}
 
 
@@ -252,10 +275,12 @@ def main():
         r = bench_config(name, args.rounds, args.steps, args.repeats)
         results[name] = r
         results[f"ratio_{name}"] = r["ratio"]
+        results[f"bf16_ratio_{name}"] = r["bf16_ratio"]
         print(f"{name:<12} minitf {r['minitf_tokens_per_s']:>9,.0f} tok/s  reference {r['reference_tokens_per_s']:>9,.0f} "
               f"tok/s  ratio {r['ratio']:.2f}  (same allocator {r['same_allocator_ratio']:.2f}, allocator "
               f"{r['allocator_speedup']:.2f}x; {r['flops_per_token'] / 1e6:.2f} MFLOP/token, minitf "
-              f"{r['minitf_gflops']:.1f} GFLOP/s)", flush=True)
+              f"{r['minitf_gflops']:.1f} GFLOP/s)\n{'':<12} minitf bf16 {r['minitf_bf16_tokens_per_s']:>9,.0f} tok/s: "
+              f"{r['bf16_ratio']:.2f}x the reference fp32, {r['bf16_speedup']:.2f}x minitf fp32", flush=True)
     e = bench_ensemble(args.rounds, args.steps)
     results["ensemble_S_K8"] = e
     results["ensemble_ratio_K8"] = e["ratio"]

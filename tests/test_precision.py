@@ -88,3 +88,22 @@ def test_bf16_units_are_read_from_the_cpu_flags():
 def test_fp32_default_is_unchanged():
     assert TrainConfig().precision == "fp32"
     assert dataclasses.replace(TrainConfig(), precision="fp32").validate()
+
+
+def test_sdpa_on_bf16_cpu_inputs_computes_in_fp32_and_returns_bf16():
+    """minitf.attention.sdpa: bf16 CPU inputs are computed by the fp32 kernel (torch's bf16 CPU
+    kernel is slower at small head sizes) — equal to the fp32 result rounded to bf16; fp32 inputs
+    take torch's kernel unchanged (bit-identical)."""
+    import torch.nn.functional as F
+
+    from minitf.attention import sdpa
+
+    q, k, v = (torch.randn(2, 3, 9, 16, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.equal(sdpa(q, k, v, is_causal=True), ref)
+    qb, kb, vb = (t.bfloat16() for t in (q, k, v))
+    with autocast(TrainConfig(precision="bf16"), torch.device("cpu")):
+        out = sdpa(qb, kb, vb, is_causal=True)
+    assert out.dtype == torch.bfloat16
+    expected = F.scaled_dot_product_attention(qb.float(), kb.float(), vb.float(), is_causal=True).bfloat16()
+    assert torch.equal(out, expected)
