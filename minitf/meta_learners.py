@@ -164,13 +164,18 @@ class Residual(nn.Module):
         return x + self.mlp(x)
 
 
-class CosineMatchNet(MetaLearner):
-    """Wu et al.'s matching network: ``tanh(a · Σ_i cos(f(x_q), f(x_i)) (2y_i − 1))``, f residual at width d."""
+class ResidualEmbedding(MetaLearner):
+    """The tied learners' shared parts: an embedding f = ``Residual`` at width d (the identity at
+    initialisation) and a learned output scale ``a = exp(log_scale)``; subclasses define the rule."""
 
     def __init__(self, cfg: MetaLearnerConfig):
         super().__init__(cfg)
         self.embed = Residual(cfg.d)
         self.log_scale = nn.Parameter(torch.zeros(()))
+
+
+class CosineMatchNet(ResidualEmbedding):
+    """Wu et al.'s matching network: ``tanh(a · Σ_i cos(f(x_q), f(x_i)) (2y_i − 1))``, f residual at width d."""
 
     def predict(self, xs, onehot, xq):
         fs = nn.functional.normalize(self.embed(xs), dim=-1)
@@ -179,13 +184,8 @@ class CosineMatchNet(MetaLearner):
         return torch.tanh(self.log_scale.exp() * vote)
 
 
-class MeanProtoNet(MetaLearner):
+class MeanProtoNet(ResidualEmbedding):
     """Wu et al.'s prototypical network: nearest class mean of f(x), f residual at width d."""
-
-    def __init__(self, cfg: MetaLearnerConfig):
-        super().__init__(cfg)
-        self.embed = Residual(cfg.d)
-        self.log_scale = nn.Parameter(torch.zeros(()))
 
     def predict(self, xs, onehot, xq):
         fs, fq = self.embed(xs), self.embed(xq)
