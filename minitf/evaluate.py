@@ -2,10 +2,13 @@
 
 Ranking follows Lampinen et al. (2025): each candidate answer is scored by the model's
 likelihood at the answer position; the options are never shown in context. Every result
-states its chance level and a 95% interval so small differences are not over-read.
+states its chance level and a 95% interval so small differences are not over-read: a
+proportion's Wilson interval (``proportion``), or over seeds the Student-t interval of a mean
+(``mean_interval``, the one every merge of seeds uses).
 """
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +50,29 @@ def proportion(successes, chance: float) -> dict:
     """The standard result record: accuracy, 95% interval, chance level, sample size."""
     n, k = len(successes), int(sum(bool(s) for s in successes))
     return {"acc": k / n if n else 0.0, "ci95": wilson_interval(k, n), "chance": chance, "n": n}
+
+
+# two-sided 95% Student t quantiles by number of values (degrees of freedom + 1)
+T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
+
+
+def t975(n: int) -> float:
+    """The two-sided 95% Student-t quantile for ``n`` values (n − 1 degrees of freedom): the table
+    up to 10 values, then the Cornish-Fisher expansion (within 0.003 of the exact quantile from 11 values)."""
+    if n in T_975:
+        return T_975[n]
+    z, df = 1.959964, max(n - 1, 1)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+def mean_interval(values) -> tuple[float, float]:
+    """``(mean, half_width)`` of ``values`` (e.g. one per seed): the mean and the half-width of its
+    two-sided 95% Student-t interval, ``t975(n) · sd / √n`` with the n − 1 standard deviation; a
+    single value has half-width 0.0. The interval is ``[mean − half_width, mean + half_width]``."""
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean())
+    half = t975(len(arr)) * float(arr.std(ddof=1)) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
+    return mean, half
 
 
 @torch.no_grad()

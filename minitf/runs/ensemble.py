@@ -15,11 +15,18 @@ member exactly like a single run. How:
 Member losses equal single runs to float32 reordering (tests/test_ensemble.py).
 """
 import dataclasses
+import os
 import time
 
+from minitf import artifacts
+from minitf.config import seed_range
 from minitf.ensemble import Ensemble, train_ensemble
-from minitf.errors import ConfigError
+from minitf.errors import ConfigError, RunExistsError
 from minitf.experiments.base import Experiment, PhaseReached, PhaseSpec, RunContext
+from minitf.runs import folder
+from minitf.runs.distributed import refuse
+from minitf.runs.seeds import summarize_seeds
+from minitf.runs.single import resolve_experiment, run
 from minitf.trainer import Trainer, lr_at, progress_bar
 
 
@@ -36,11 +43,6 @@ def first_phase(ctx: RunContext) -> PhaseSpec:
 def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = None, seed: int | None = None,
                  overrides=(), device: str | None = None, overwrite: bool = False) -> dict:
     """Train seeds seed..seed+k-1 (first phase batched), report each member and their mean."""
-    from minitf.runs import folder, run
-    from minitf.runs.seeds import prepare_seed_runs, summarize_seeds
-
-    from minitf.runs.distributed import refuse
-
     refuse("--ensemble")
     if k < 2:
         raise ConfigError(f"--ensemble needs K >= 2 (got {k}); for one model run without it")
@@ -61,6 +63,30 @@ def run_ensemble(experiment: Experiment | str | None, k: int, out: str | None = 
     extra = {"ensemble": {"members": k, "phase": phases[0].name, "steps": cfg.steps, "wall_s": round(ensemble_s, 2),
                           "member_steps_per_s": round(k * cfg.steps / ensemble_s, 2)}}
     return summarize_seeds(experiment, reports, out, extra)
+
+
+def seed_dirs(out: str, seeds: list[int]) -> list[str]:
+    """``out/seed<N>`` for each seed, in order."""
+    return [os.path.join(out, f"seed{s}") for s in seeds]
+
+
+def check_parent(out: str, overwrite: bool) -> None:
+    """A multi-seed folder holds seed<N>/ run folders and the merged report.json."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
+    if os.path.exists(os.path.join(out, artifacts.REPORT)) and not overwrite:
+        raise RunExistsError(f"{out} already holds a merged report of several seeds; choose another --out, "
+                             "or pass --overwrite")
+
+
+def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, overwrite, kind: str):
+    """(experiment, ref, out, [RunContext per seed]): every seed's configs and folder checked, nothing written."""
+    experiment, ref = resolve_experiment(experiment)
+    seeds = seed_range(seed, n_seeds, "--ensemble" if kind == "ensemble" else "--seeds")
+    out = out or os.path.join("runs", experiment.name, f"{kind}{seeds[0]}-{seeds[-1]}")
+    check_parent(out, overwrite)
+    return experiment, ref, out, [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
+                                  for d, s in zip(seed_dirs(out, seeds), seeds)]
 
 
 def train_members(contexts: list[RunContext], phases: list[PhaseSpec], cfg) -> None:

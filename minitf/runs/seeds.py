@@ -1,79 +1,32 @@
-"""``--seeds N``: one run folder per seed, and a merged report with intervals over seeds.
+"""Merging seeds: the reports of one setting's seed runs → one report with intervals over seeds.
 
-The runs themselves go through the sweep mechanism (``minitf.runs.sweep``: a grid of one
-cell); this module holds the merged report that ``--seeds``, a sweep cell with several
-seeds and ``--ensemble`` write.
+``--seeds N``, a sweep cell with several seeds and ``--ensemble K`` all merge here (the runs
+themselves go through ``minitf.runs.sweep``, or ``minitf.runs.ensemble``). Every interval is the
+mean ± 95% Student-t half-width over seeds of ``minitf.evaluate.mean_interval``:
+
+- ``merge``: each ``results`` record (a ``proportion``: ``acc``, ``ci95``, ...) over seeds;
+- ``cell_summary``: every number of the reports (``numbers``) as ``interval``;
+- ``summarize_seeds``: both, written as ``out/report.json`` and printed (``seeds_table``).
 """
+import math
 import os
 
 import numpy as np
 
 from minitf import artifacts
-from minitf.config import seed_range
-from minitf.errors import RunExistsError
+from minitf.evaluate import mean_interval
 from minitf.experiments.base import Experiment
 from minitf.fileio import atomic_write_json
 from minitf.report import format_table
 
-# two-sided 95% Student t quantiles by number of seeds (degrees of freedom + 1)
-T_975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}
-
-
-def t975(n: int) -> float:
-    """The two-sided 95% Student-t quantile for ``n`` values (n − 1 degrees of freedom): the table
-    up to 10 values, then the Cornish-Fisher expansion (within 0.003 of the exact quantile from 11 values)."""
-    if n in T_975:
-        return T_975[n]
-    z, df = 1.959964, max(n - 1, 1)
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def seed_dirs(out: str, seeds: list[int]) -> list[str]:
-    """``out/seed<N>`` for each seed, in order."""
-    return [os.path.join(out, f"seed{s}") for s in seeds]
-
-
-def check_parent(out: str, overwrite: bool) -> None:
-    """A multi-seed folder holds seed<N>/ run folders and the merged report.json."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
-    if os.path.exists(os.path.join(out, artifacts.REPORT)) and not overwrite:
-        raise RunExistsError(f"{out} already holds a merged report of several seeds; choose another --out, "
-                             "or pass --overwrite")
-
-
-def run_seeds(experiment: Experiment | str | None, n_seeds: int, out: str | None = None, seed: int | None = None,
-              overrides=(), device: str | None = None, overwrite: bool = False, workers: int = 1,
-              ray_address: str | None = None) -> dict:
-    """Run seeds seed..seed+n-1 into ``out/seed<N>`` (every folder checked before the first
-    run starts; finished seeds of an interrupted call are skipped, unfinished ones resumed) and
-    write ``out/report.json``: each result record's mean over seeds with a 95% t-interval over
-    seeds and the per-seed values. ``workers`` > 1 or ``ray_address`` run the seeds as Ray
-    tasks (``minitf.runs.sweep.sweep``, which raises what it documents)."""
-    from minitf.runs.sweep import sweep
-
-    return sweep(experiment, {}, n_seeds, out, seed, overrides, device, overwrite, workers, ray_address)["report"]
-
-
-def prepare_seed_runs(experiment, n_seeds: int, out, seed, overrides, device, overwrite, kind: str):
-    """(experiment, ref, out, [RunContext per seed]): every seed's configs and folder checked, nothing written."""
-    from minitf.runs import folder, resolve_experiment
-
-    experiment, ref = resolve_experiment(experiment)
-    seeds = seed_range(seed, n_seeds, "--ensemble" if kind == "ensemble" else "--seeds")
-    out = out or os.path.join("runs", experiment.name, f"{kind}{seeds[0]}-{seeds[-1]}")
-    check_parent(out, overwrite)
-    return experiment, ref, out, [folder.prepare_run(experiment, d, s, overrides, device, overwrite)
-                                  for d, s in zip(seed_dirs(out, seeds), seeds)]
+SKIPPED = ("seed",)  # report numbers that are settings, not results
 
 
 def summarize_seeds(experiment: Experiment, reports: list[dict], out: str, extra: dict | None = None,
                     quiet: bool = False) -> dict:
     """``out/report.json``: every result record as its mean over the seeds' reports with a
     95% t-interval, and (``summary``) every number of the reports as mean ± 95% interval
-    (``minitf.runs.summary.cell_summary``). Printed as a table unless ``quiet``."""
-    from minitf.runs.summary import cell_summary
-
+    (``cell_summary``). Printed as a table unless ``quiet``."""
     merged = merge([r["results"] for r in reports]) if all("results" in r for r in reports) else {}
     report = {"experiment": experiment.name, "seeds": [r["seed"] for r in reports],
               "architecture": reports[0]["architecture"], "results": merged,
@@ -98,12 +51,12 @@ def seeds_table(report: dict, n: int) -> str:
 
 
 def merge(results: list):
-    """Nested dicts of {"acc", "ci95", "chance", "n"} records → one record per leaf over seeds."""
+    """Nested dicts of {"acc", "ci95", "chance", "n"} records → one record per leaf over seeds
+    (the interval clipped to [0, 1])."""
     first = results[0]
     if isinstance(first, dict) and "acc" in first:
         accs = np.array([r["acc"] for r in results])
-        mean = float(accs.mean())
-        half = t975(len(accs)) * float(accs.std(ddof=1)) / np.sqrt(len(accs)) if len(accs) > 1 else 0.0
+        mean, half = mean_interval(accs)
         return {"acc": mean, "ci95": [max(0.0, mean - half), min(1.0, mean + half)], "chance": first["chance"],
                 "n": int(sum(r["n"] for r in results)), "per_seed": accs.tolist()}
     return {k: merge([r[k] for r in results]) for k in first if all(k in r for r in results)}
@@ -115,3 +68,37 @@ def flatten(tree, prefix=""):
     if isinstance(tree, dict) and "acc" in tree:
         return [(prefix, tree)]
     return [item for k, v in tree.items() for item in flatten(v, f"{prefix}.{k}" if prefix else k)]
+
+
+def numbers(report: dict, prefix: str = "") -> dict[str, float]:
+    """``{dotted path: value}`` for every number in a report (nested dicts, depth first): a
+    ``proportion`` record (a dict with ``"acc"``) counts as its accuracy; booleans, strings
+    and lists (e.g. per-head score tables) are left out, and so is the top-level ``seed``."""
+    out = {}
+    for key, value in report.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if not prefix and key in SKIPPED:
+            continue
+        if isinstance(value, dict):
+            if "acc" in value and isinstance(value["acc"], (int, float)):
+                out[path] = float(value["acc"])
+            else:
+                out.update(numbers(value, path))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[path] = float(value)
+    return out
+
+
+def interval(values: list[float]) -> dict:
+    """``{"mean", "ci95": [lo, hi], "n", "per_seed"}``: the mean and its two-sided 95% Student-t
+    interval over ``values`` (one per seed; a single value has a zero-width interval)."""
+    arr = np.asarray(values, dtype=float)
+    mean, half = mean_interval(arr)
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(arr), "per_seed": arr.tolist()}
+
+
+def cell_summary(reports: list[dict]) -> dict[str, dict]:
+    """``{path: interval(...)}`` for every number that all of a cell's seed ``reports`` have."""
+    per_report = [numbers(r) for r in reports]
+    paths = [p for p in per_report[0] if all(p in n for n in per_report)]
+    return {p: interval([n[p] for n in per_report]) for p in paths}

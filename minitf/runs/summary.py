@@ -1,5 +1,6 @@
-"""A sweep's summary: every report number per cell as mean ± 95% interval over its seeds,
-``sweep.json``, a printed table and one plot per sweep axis."""
+"""A sweep's summary: ``sweep.json``, a printed table and one plot per sweep axis, from each
+cell's ``summary`` (every report number as mean ± 95% interval over its seeds, made by
+``minitf.runs.seeds.cell_summary``)."""
 import itertools
 import math
 import os
@@ -9,45 +10,8 @@ import numpy as np
 from minitf import artifacts
 from minitf.fileio import atomic_write_json
 from minitf.report import format_table, plt, save_figure
-from minitf.runs.seeds import t975
 
-SKIPPED = ("seed",)  # report numbers that are settings, not results
 MAX_PANELS = 6  # metrics drawn per axis plot
-
-
-def numbers(report: dict, prefix: str = "") -> dict[str, float]:
-    """``{dotted path: value}`` for every number in a report (nested dicts, depth first): a
-    ``proportion`` record (a dict with ``"acc"``) counts as its accuracy; booleans, strings
-    and lists (e.g. per-head score tables) are left out, and so is the top-level ``seed``."""
-    out = {}
-    for key, value in report.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if not prefix and key in SKIPPED:
-            continue
-        if isinstance(value, dict):
-            if "acc" in value and isinstance(value["acc"], (int, float)):
-                out[path] = float(value["acc"])
-            else:
-                out.update(numbers(value, path))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[path] = float(value)
-    return out
-
-
-def interval(values: list[float]) -> dict:
-    """``{"mean", "ci95": [lo, hi], "n", "per_seed"}``: the mean and its two-sided 95% Student-t
-    interval over ``values`` (one per seed; a single value has a zero-width interval)."""
-    arr = np.asarray(values, dtype=float)
-    mean = float(arr.mean())
-    half = t975(len(arr)) * float(arr.std(ddof=1)) / math.sqrt(len(arr)) if len(arr) > 1 else 0.0
-    return {"mean": mean, "ci95": [mean - half, mean + half], "n": len(arr), "per_seed": arr.tolist()}
-
-
-def cell_summary(reports: list[dict]) -> dict[str, dict]:
-    """``{path: interval(...)}`` for every number that all of a cell's seed ``reports`` have."""
-    per_report = [numbers(r) for r in reports]
-    paths = [p for p in per_report[0] if all(p in n for n in per_report)]
-    return {p: interval([n[p] for n in per_report]) for p in paths}
 
 
 def result_means(summary: dict) -> dict[str, float]:

@@ -6,27 +6,26 @@ merged ``report.json``); with no grid, ``seed<N>/`` and the merged ``report.json
 A grid also gets ``sweep.json`` (``minitf.runs.summary.write_sweep``), ``sweep-<key>.png`` per
 axis and the experiment's own ``sweep_plot``.
 
-1. Every run is planned before any starts: its configs validated (a bad cell raises one error
-   naming it, nothing written), and its folder classified — finished (report.json: skipped),
-   unfinished (same settings: resumed from its checkpoint) or new. So an interrupted sweep,
-   restarted with the same command, skips what finished and resumes the rest.
+1. Every run is planned before any starts (``minitf.runs.grid.plan``): its configs validated (a
+   bad cell raises one error naming it, nothing written), and its folder classified — finished
+   (report.json: skipped), unfinished (same settings: resumed from its checkpoint) or new. So an
+   interrupted sweep, restarted with the same command, skips what finished and resumes the rest.
 2. The runs execute through ``minitf.runs.workers.run_cell``: in this process with one worker,
    as Ray tasks with ``--workers W`` > 1 or ``--ray-address``. Same seed ⇒ same report as the
    run started alone.
 3. A failing run prints one line naming its cell; the others finish; then ``SweepError``.
+4. Each finished cell's seeds are merged (``minitf.runs.seeds``), and a grid summarized
+   (``minitf.runs.summary``).
 """
-import dataclasses
-import json
 import os
 import time
 
-from minitf import artifacts, checkpoint
-from minitf.config import seed_range, to_dict
-from minitf.errors import ConfigError, MinitfError, RunExistsError, RunInterrupted
+from minitf.errors import ConfigError, MinitfError, RunInterrupted
 from minitf.experiments.base import Experiment
-from minitf.fileio import to_json
-from minitf.runs import distributed, folder, grid as grids, summary
+from minitf.runs import distributed, grid as grids, summary
 from minitf.runs.grid import cell_name, cells  # noqa: F401 — the names sweep callers used
+from minitf.runs.seeds import cell_summary, summarize_seeds
+from minitf.runs.single import read_report, resolve_experiment
 from minitf.runs.workers import RunSpec, error_line, require_ray, run_inline, run_on_ray
 
 
@@ -38,6 +37,18 @@ class SweepInterrupted(RunInterrupted):
     """Ctrl-C during a sweep: re-running the same command continues it (``run_dir`` is ``out``)."""
 
 
+def run_seeds(experiment: Experiment | str | None, n_seeds: int, out: str | None = None, seed: int | None = None,
+              overrides=(), device: str | None = None, overwrite: bool = False, workers: int = 1,
+              ray_address: str | None = None) -> dict:
+    """Run seeds seed..seed+n-1 into ``out/seed<N>`` (every folder checked before the first
+    run starts; finished seeds of an interrupted call are skipped, unfinished ones resumed) and
+    write ``out/report.json``: each result record's mean over seeds with a 95% t-interval over
+    seeds and the per-seed values (``minitf.runs.seeds.summarize_seeds``). ``workers`` > 1 or
+    ``ray_address`` run the seeds as Ray tasks (``sweep`` of a grid of one cell, which raises
+    what it documents)."""
+    return sweep(experiment, {}, n_seeds, out, seed, overrides, device, overwrite, workers, ray_address)["report"]
+
+
 def run_sweep(experiment: Experiment | str | None, out: str | None = None, seed: int | None = None,
               overrides=(), device: str | None = None, overwrite: bool = False, grid: dict | None = None,
               seeds: int = 1, workers: int = 1, ray_address: str | None = None) -> dict:
@@ -46,8 +57,6 @@ def run_sweep(experiment: Experiment | str | None, out: str | None = None, seed:
     ``sweep.json`` dict, whose ``grid`` rows are each cell's settings plus its ``results``
     accuracies in [0, 1] (means over seeds). Raises ``ConfigError`` for an empty grid, and what
     ``sweep`` raises."""
-    from minitf.runs import resolve_experiment
-
     exp, _ = resolve_experiment(experiment)
     if grid is None:
         if not exp.sweep_grid:
@@ -69,38 +78,14 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
     config naming the cell, workers < 1, Ray missing for ``workers`` > 1 / ``ray_address``, under
     torchrun), ``RunExistsError`` (``out`` is a file; a run folder holds other settings); after
     the runs, ``SweepError`` if any failed; ``SweepInterrupted`` on Ctrl-C."""
-    from minitf.runs import resolve_experiment
-    from minitf.runs.seeds import summarize_seeds
-
     distributed.refuse("a sweep")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1 (got {workers})")
     on_ray = workers > 1 or bool(ray_address)
     if on_ray:
         require_ray()
-    exp, ref = resolve_experiment(experiment)
-    seeds = seed_range(seed, n_seeds)
-    out = out or os.path.join("runs", exp.name, "sweep" if grid else f"seeds{seeds[0]}-{seeds[-1]}")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise RunExistsError(f"--out {out} is an existing file, not a folder; choose another --out")
-    configs = folder.build_configs(exp, list(overrides), seed, device)
-    keys = [f.name for cfg in configs for f in dataclasses.fields(cfg)]
-    grids.check_keys(grid, keys, overrides)
-    grids.check_distinct(grid, configs)
-    threads = (int(os.environ.get("OMP_NUM_THREADS", "1") or 1) if on_ray else None)
-    target = experiment if isinstance(experiment, Experiment) else ref
-    plan = []  # (cell, settings, [(spec, status)])
-    for cell in grids.cells(grid):
-        name = grids.cell_name(cell)
-        runs, settings = [], {}
-        for s in seeds:
-            label = " ".join(filter(None, [name, f"seed {s}" if n_seeds > 1 or not grid else ""]))
-            run_dir = os.path.join(out, *filter(None, [name, f"seed{s}" if n_seeds > 1 or not grid else ""]))
-            cfg_overrides = (*overrides, *grids.cell_overrides(cell))
-            status, settings = plan_run(exp, ref, label, run_dir, s, cfg_overrides, device, overwrite, list(cell))
-            runs.append((RunSpec(label, target, run_dir, s, cfg_overrides, device, overwrite, status == "resume",
-                                 os.getcwd(), threads), status))
-        plan.append((cell, settings, runs))
+    planned = grids.plan(experiment, grid, n_seeds, out, seed, overrides, device, overwrite, on_ray)
+    exp, out, seeds, plan, threads = planned.experiment, planned.out, planned.seeds, planned.cells, planned.threads
 
     todo = [spec for _, _, runs in plan for spec, status in runs if status != "done"]
     done = {spec.label: folder_report(spec.run_dir) for _, _, runs in plan for spec, status in runs if status == "done"}
@@ -118,7 +103,7 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
             print(f"[{count}/{total}] {spec.label}: FAILED: {result['error']}", flush=True)
             return
         report = done[spec.label] = result["report"]
-        accs = summary.result_means(summary.cell_summary([report]))
+        accs = summary.result_means(cell_summary([report]))
         print(f"[{count}/{total}] {spec.label}: " + "  ".join(f"{k} {v:.3f}" for k, v in accs.items())
               + f"  ({report.get('wall_s', 0):.1f} s)", flush=True)
 
@@ -139,7 +124,7 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
         if n_seeds > 1 or not grid:
             merged = summarize_seeds(exp, reports, cell_dir, quiet=bool(grid))
         finished.append({"name": grids.cell_name(cell), "cell": cell, "settings": settings,
-                         "runs": [r["run_dir"] for r in reports], "summary": summary.cell_summary(reports)})
+                         "runs": [r["run_dir"] for r in reports], "summary": cell_summary(reports)})
     result = {"report": merged}
     if grid:
         result.update(summary.write_sweep(out, grid, seeds, finished, failed))
@@ -158,43 +143,6 @@ def sweep(experiment, grid: dict, n_seeds: int, out: str | None, seed: int | Non
     return result
 
 
-def plan_run(experiment, ref: str, label: str, run_dir: str, seed: int, overrides, device, overwrite: bool,
-             keys: list[str]) -> tuple[str, dict]:
-    """``(status, settings)`` of one run: "done" (finished: skip), "resume" (unfinished, same
-    settings) or "new"; ``settings`` are the ``keys``' values as the configs parsed them. Checks
-    everything a run would before it starts, writing nothing; every error names ``label``."""
-    try:
-        if not overwrite and os.path.exists(os.path.join(run_dir, artifacts.CONFIG)):
-            configs = folder.build_configs(experiment, list(overrides), seed, device)
-            saved = checkpoint.read_run_config(run_dir)
-            check_same_settings(experiment, configs, saved, run_dir)
-            status = "done" if os.path.exists(os.path.join(run_dir, artifacts.REPORT)) else "resume"
-            if status == "resume":
-                folder.open_for_resume(run_dir, experiment, ref, saved, device)
-        else:
-            ctx = folder.prepare_run(experiment, run_dir, seed, overrides, device, overwrite)
-            configs, status = (ctx.model_cfg, ctx.train_cfg, ctx.task, ctx.config), "new"
-    except MinitfError as e:
-        raise type(e)(f"{'cell ' if keys else ''}{label}: {e}") from None
-    values = {k: v for cfg in configs for k, v in to_dict(cfg).items()}
-    return status, {k: values[k] for k in keys}
-
-
-def check_same_settings(experiment, configs, saved: dict, run_dir: str) -> None:
-    """Raise ``RunExistsError`` unless the run in ``run_dir`` (its config.json, ``saved``) was made
-    with ``configs`` (device aside, which a resume may change)."""
-    if saved.get("experiment") != experiment.name:
-        raise RunExistsError(f"{run_dir} holds a run of experiment {saved.get('experiment')!r}; choose another --out")
-    old, new = ({k: v for cfg in group for k, v in json.loads(to_json(to_dict(cfg))).items()}
-                for group in (folder.saved_configs(experiment, saved), configs))
-    diff = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in new.items() if k != "device" and old.get(k) != v]
-    if diff:
-        raise RunExistsError(f"{run_dir} holds a run with other settings ({'; '.join(diff[:3])}); re-run with its "
-                             "settings to continue it, choose another --out, or pass --overwrite")
-
-
 def folder_report(run_dir: str) -> dict:
     """The report.json of a finished run folder."""
-    from minitf.runs import read_report
-
     return read_report(run_dir)

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
+from minitf import checkpoint
 from minitf.errors import ConfigError, MinitfError
+from minitf.runs import folder
+from minitf.runs.single import execute, read_report, resolve_experiment
 
 SWEEP_EXTRA = 'pip install -e ".[sweep]"'
 
@@ -45,25 +48,22 @@ def run_cell(spec: RunSpec) -> dict:
     """Run ``spec`` to its report in this process: ``{"report": dict}``, or ``{"error": line}``
     (one line: the exception type and message, and for an unexpected error where it was raised).
     KeyboardInterrupt (``RunInterrupted``) propagates."""
-    from minitf import checkpoint, runs
-    from minitf.runs import folder
-
     if spec.threads:
         torch.set_num_threads(spec.threads)
     if os.path.isdir(spec.cwd) and os.getcwd() != spec.cwd:
         os.chdir(spec.cwd)
     try:
-        experiment, ref = runs.resolve_experiment(spec.experiment)
+        experiment, ref = resolve_experiment(spec.experiment)
         if spec.resume:
             saved = checkpoint.read_run_config(spec.run_dir)
             ctx = folder.open_for_resume(spec.run_dir, experiment, ref, saved, spec.device)
             if ctx is None:  # finished meanwhile (another driver on the same folder)
-                return {"report": runs.read_report(spec.run_dir)}
+                return {"report": read_report(spec.run_dir)}
             folder.begin_resume(ctx)
         else:
             ctx = folder.create(folder.prepare_run(experiment, spec.run_dir, spec.seed, list(spec.overrides),
                                                    spec.device, spec.overwrite), ref)
-        return {"report": runs.execute(ctx, quiet=True)}
+        return {"report": execute(ctx, quiet=True)}
     except Exception as e:  # noqa: BLE001 — one run's failure must not stop the others
         return {"error": error_line(e)}
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from minitf.config import ModelConfig, TrainConfig
-from minitf.evaluate import answer_logprobs, kway_correct, proportion
+from minitf.evaluate import answer_logprobs, kway_correct, mean_interval, proportion
 from minitf.experiments.base import Experiment, RunContext
 from minitf.fileio import atomic_write_json
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
@@ -197,8 +197,6 @@ def label_sweep(out: str) -> dict:
     follow rate rises monotonically with the fraction and is ≥ 0.5 at the largest (≥ 0.3); the
     random-label cost on trained classes rises with it (Min et al.'s "small cost" and Wei et
     al.'s "following flips" as two ends of one knob). Empty when no run has ``labels``."""
-    from minitf.runs.seeds import t975
-
     by_fraction = {}
     for path in sorted(glob.glob(os.path.join(out, "**", "report.json"), recursive=True)):
         with open(path) as f:
@@ -209,9 +207,8 @@ def label_sweep(out: str) -> dict:
         return {}
 
     def mean_ci(values):
-        v = np.asarray(values, dtype=float)
-        half = t975(len(v)) * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
-        return {"mean": float(v.mean()), "ci95": [float(v.mean() - half), float(v.mean() + half)]}
+        mean, half = mean_interval(values)
+        return {"mean": mean, "ci95": [mean - half, mean + half]}
 
     rows = [{"relabel_fraction": frac, "n_runs": len(labs),
              "follow_rate": mean_ci([lab["follow_rate"] for lab in labs]),
