@@ -208,6 +208,18 @@ def model_names(run_dir) -> list[str]:
                   if n.startswith("model-") and n.endswith(".safetensors"))
 
 
+# The experiments' ``main_model`` names when config.json began recording them as "default_model":
+# runs made before say nothing, and these load their main model, not the last phase trained (e.g.
+# ginc's control). Frozen history (later runs record their own), kept here rather than looked up in
+# the experiment registry, which imports this module; tests/test_checkpoints.py checks it against
+# the registry.
+MAIN_MODELS_BEFORE_RECORDED = {
+    "ginc": ("mixture",),
+    "semantic": ("structured_phase2",),
+    "metalearn": ("icl_mixture", "icl_pairwise", "icl_prototype", "icl_amortization", "icl_mixture", "icl_unknown"),
+}
+
+
 def default_model(run_dir, data: dict | None = None) -> str | None:
     """The name of the model ``minitf.load(run_dir)`` loads: the first of the experiment's
     ``main_model`` names (recorded in config.json as ``"default_model"``; for runs made before,
@@ -215,11 +227,8 @@ def default_model(run_dir, data: dict | None = None) -> str | None:
     none (then ``model.safetensors``, the last phase trained, is the default)."""
     data = read_run_config(run_dir) if data is None else data
     names = data.get("default_model")
-    if names is None:
-        from minitf.experiments import EXPERIMENTS
-
-        experiment = EXPERIMENTS.get(data.get("experiment"))
-        names = list(getattr(experiment, "main_model", ()) or ())
+    if names is None:  # a run made before config.json recorded it
+        names = list(MAIN_MODELS_BEFORE_RECORDED.get(data.get("experiment"), ()))
     if isinstance(names, str):
         names = [names]
     have = set(model_names(run_dir))

@@ -137,6 +137,15 @@ def test_the_default_model_is_the_experiments_and_any_loads_by_name(tmp_path, ex
         assert ", ".join(sorted(names)) in str(err.value)
 
 
+def test_the_frozen_main_models_of_old_runs_are_the_experiments_own():
+    """Runs made before config.json recorded "default_model" load by checkpoint's frozen table; it
+    must name what the experiments' main_model says (no lookup of the registry from checkpoint)."""
+    from minitf.experiments import EXPERIMENTS
+
+    for name, names in checkpoint.MAIN_MODELS_BEFORE_RECORDED.items():
+        assert tuple(EXPERIMENTS[name].main_model) == names, name
+
+
 def test_a_run_whose_last_model_is_not_a_transformer_loads_each_by_name(tmp_path):
     """metalearn: the classic learners train after the transformer, so model.safetensors holds a
     prototypical network; loading the run used to fail with advice to do what it did."""

@@ -159,15 +159,10 @@ def own_face_imports(graph, lines) -> list[str]:
 # edge that closes each remaining cycle, and each remaining import of a package face. Remove an
 # entry with its import; test_known_exceptions_still_exist fails until then, so the lists only shrink.
 KNOWN_CYCLE_EDGES = {
-    ("minitf.checkpoint", "minitf.experiments"):
-        "checkpoint.default_model looks up the experiment registry (function level) for runs without "
-        "config.json 'default_model'; experiments.base and trainer import checkpoint",
     ("minitf.experiments.facts.recall", "minitf.experiments.facts.reinforce"):
         "recall imports reinforce in a function; reinforce imports recall's names at the top",
 }
-KNOWN_FACE_IMPORTS = {
-    ("minitf.experiments.circuits.plots", "minitf"): "`import minitf` for minitf.load (minitf.checkpoint.load)",
-}
+KNOWN_FACE_IMPORTS: dict = {}
 
 
 def without(graph: dict[str, set[str]], edges) -> dict[str, set[str]]:

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-import minitf
+from minitf.checkpoint import load
 from minitf.probes import THRESHOLD, attention_patterns, repeated_random_tokens
 from minitf.report import heatmap, read_metrics, save_figure, subplots
 
@@ -133,7 +133,7 @@ def plot_top_patterns(run_dir, report):
             heads.append((head_title(report, kind, score_name, head), head))
     if not heads:
         return
-    model, vocab = minitf.load(run_dir)
+    model, vocab = load(run_dir)
     symbols = [i for i, t in enumerate(vocab.tokens) if t.startswith("t")]
     segment = min(12, (model.cfg.n_ctx - 1) // 2)
     tokens = repeated_random_tokens(np.random.default_rng(0), symbols, 1, segment, bos_id=vocab.index["<bos>"])
