@@ -15,7 +15,6 @@ loss.png. No other minitf module imports matplotlib.
 """
 import json
 import os
-from types import SimpleNamespace
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -32,8 +31,6 @@ def subplots(nrows: int = 1, ncols: int = 1, figsize=None, **kwargs):
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
-
-plt = SimpleNamespace(subplots=subplots, close=lambda fig=None: None)
 
 
 def write_report(run_dir: str, report: dict) -> str:

@@ -5,11 +5,9 @@ import itertools
 import math
 import os
 
-import numpy as np
-
 from minitf import artifacts
 from minitf.fileio import atomic_write_json
-from minitf.report import format_table, plt, save_figure
+from minitf.report import format_table, plot_interval, save_figure, subplots
 
 MAX_PANELS = 6  # metrics drawn per axis plot
 
@@ -69,7 +67,7 @@ def plot_axes(out: str, grid: dict, cells: list[dict]) -> list[str]:
     nrows = math.ceil(len(metrics) / ncols)
     for axis, values in grid.items():
         others = [k for k in grid if k != axis]
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols + 0.4, 3.2 * nrows), squeeze=False)
+        fig, axes = subplots(nrows, ncols, figsize=(3.8 * ncols + 0.4, 3.2 * nrows), squeeze=False)
         for ax in axes.flat[len(metrics):]:
             ax.set_visible(False)
         for ax, metric in zip(axes.flat, metrics):
@@ -80,10 +78,9 @@ def plot_axes(out: str, grid: dict, cells: list[dict]) -> list[str]:
                 stats = [line[i]["summary"][metric] for i in xs]
                 if not xs:
                     continue
-                mean = np.array([s["mean"] for s in stats])
-                err = np.array([[s["mean"] - s["ci95"][0] for s in stats], [s["ci95"][1] - s["mean"] for s in stats]])
-                ax.errorbar(xs, mean, yerr=err, marker="o", capsize=3,
-                            label=", ".join(f"{k}={v}" for k, v in zip(others, combo)) or None)
+                plot_interval(ax, xs, [s["mean"] for s in stats], [s["ci95"][0] for s in stats],
+                              [s["ci95"][1] for s in stats], style="bars", capsize=3,
+                              label=", ".join(f"{k}={v}" for k, v in zip(others, combo)) or None)
             ax.set_xticks(range(len(values)), [str(v) for v in values])
             ax.set_xlabel(axis)
             ax.set_title(metric, fontsize=9)
