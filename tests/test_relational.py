@@ -89,7 +89,7 @@ def test_conditions_share_queries_and_contexts_hold_the_facts(world):
 
 
 def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(world):
-    from minitf.experiments.facts.headline import _same_role_answer
+    from minitf.experiments.facts.queryset import _same_role_answer
 
     rng = np.random.default_rng(4)
     pool = world.queries["reversal"]
@@ -100,7 +100,7 @@ def test_direction_control_swaps_in_an_unrelated_answer_of_the_same_relation(wor
 
 
 def test_shared_relation_split_partitions_the_in_context_queries(world):
-    from minitf.experiments.facts.headline import QuerySet, _shares_relation
+    from minitf.experiments.facts.queryset import RelationalQueries, _shares_relation
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
 
@@ -110,7 +110,7 @@ def test_shared_relation_split_partitions_the_in_context_queries(world):
     other = next(g for g in world.new_facts if g.rel != f.rel)
     assert _shares_relation(q, [other, f, same]) and not _shares_relation(q, [f, other])
     vocab = EXPERIMENTS["headline"].vocab(world.task)
-    qset = QuerySet(world, vocab, np.random.default_rng(1))
+    qset = RelationalQueries(world, vocab, np.random.default_rng(1))
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=16, d_head=4, vocab_size=len(vocab), n_ctx=world.task.max_seq_len()))
     split = qset.by_shared_relation(model.eval())["reversal_top1"]
@@ -120,7 +120,7 @@ def test_shared_relation_split_partitions_the_in_context_queries(world):
 
 
 def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
-    from minitf.experiments.facts.headline import QuerySet, _matching_facts
+    from minitf.experiments.facts.queryset import RelationalQueries, _matching_facts
     from minitf.experiments import EXPERIMENTS
     from minitf.model import Transformer
     from toy_tasks.relational_facts import Fact
@@ -133,7 +133,7 @@ def test_retrieval_split_counts_the_facts_only_the_relation_tells_apart(world):
     assert _matching_facts(q, [Fact("x", other, b), q.facts[0]]) == "2"
     assert _matching_facts(q, [Fact("x", other, b), Fact("y", "all", b), q.facts[0], Fact("z", rel, b)]) == "3+"
     vocab = EXPERIMENTS["headline"].vocab(world.task)
-    qset = QuerySet(world, vocab, np.random.default_rng(1))
+    qset = RelationalQueries(world, vocab, np.random.default_rng(1))
     torch.manual_seed(0)
     model = Transformer(ModelConfig(d_model=16, d_head=4, vocab_size=len(vocab), n_ctx=world.task.max_seq_len()))
     split = qset.retrieval_by_matching_facts(model.eval())["reversal_top1"]
@@ -291,14 +291,17 @@ def test_generated_worlds_are_unchanged():
 def test_identity_facts_state_no_reversed_relation(world):
     """The identity bridge (Ma et al. 2026) adds "A are A ." for the new facts' entities: an
     identity relation only — no sentence of its training mix states any new fact reversed."""
+    from functools import partial
+
+    from minitf.experiments.facts.binding import phase2_sampler
     from minitf.experiments.facts.headline import IDENTITY, identity_facts, identity_mixture
-    from minitf.experiments.facts.recall import phase2_mixture
 
     facts = identity_facts(world)
     assert all(f.x == f.y and f.rel == IDENTITY for f in facts)
     assert {f.x for f in facts} == {e for f in world.new_facts for e in (f.x, f.y)}
     reversed_new = {tuple(f.reversed(world.inverse).tokens()[:3]) for f in world.new_facts}
-    base = phase2_mixture(world, world.new_sentences(), lambda rng, n: [world.document(rng, world.fixed_facts)])
+    base = phase2_sampler(partial(world.document, facts=world.new_sentences()), world.task.new_fact_fraction,
+                          lambda rng, n: [world.document(rng, world.fixed_facts)])
     docs = identity_mixture(world, 0.5, base)(np.random.default_rng(0), 400)
     sentences = [tuple(d.tokens[i:i + 3]) for d in docs for i in range(1, len(d.tokens), 4)]
     assert not set(sentences) & reversed_new

@@ -150,7 +150,7 @@ def test_corpora_do_not_depend_on_the_python_hash_seed():
 def test_sibling_split_separates_co_occurrence_from_inheritance():
     """The control for "a category has its parent's properties in weights": a syllogism query
     whose fact a sibling states could be answered by co-occurrence; the split finds them."""
-    from minitf.experiments.facts.semantic import sibling_states
+    from minitf.experiments.facts.queryset import sibling_states
     from toy_tasks.hierarchy import Fact, Hierarchy
 
     tree = Hierarchy({"animal": None, "dog": "animal", "cat": "animal", "fish": "animal"},

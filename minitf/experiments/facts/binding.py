@@ -2,7 +2,8 @@
 
 Both first train episodes of fresh facts stated in context (where in-context ability comes
 from), then continue from those weights on a world's facts in several phase-2 variants. They
-share the architecture, the phase-1 schedule, the episode probe and the phase-2 settings.
+share the architecture, the phase-1 schedule, the episode probe, the phase-2 settings and
+sampler (``phase2_sampler``) and the self-generated augmentation (``self_generated``).
 """
 import dataclasses
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import collate
+from minitf.evaluate import answer_logprobs
 from toy_tasks import Example
 
 # The binding curriculum's phases, in data-stream order: an optional relation-only start
@@ -59,3 +61,41 @@ def episode_accuracy(model, examples: list[Example], vocab) -> float:
         pred = model(batch.inputs).argmax(-1)
     hits = ((pred == batch.targets).float() * batch.mask).sum()
     return float(hits / batch.mask.sum())
+
+
+def phase2_sampler(new_document, fraction: float, replay):
+    """Phase 2's ``sample(rng, n) -> [Example]``: each sequence is a new document
+    ``new_document(rng)`` with probability ``fraction``, else ``replay(rng, 1)[0]`` (phase 1's
+    sampler, or a mix built on it), so phase 2 keeps what phase 1 taught. Per sequence, one
+    ``rng.random()`` then the chosen side's draws: the order every run's data stream depends on.
+
+    ``new_document``: the world's documents of the sentences phase 2 adds, e.g. the headline's
+    ``partial(world.document, facts=sentences)``."""
+    def sample(rng, n):
+        return [new_document(rng) if rng.random() < fraction else replay(rng, 1)[0] for _ in range(n)]
+    return sample
+
+
+def self_generated(model, vocab, asks: list[tuple], well_formed) -> tuple[list, dict]:
+    """The phase-1 model writes each augmentation sentence's answer (its fact's object) by greedy
+    decoding, with the fact or the premises in its context; a word that is not well formed is
+    dropped (the augmented phase 2 trains what is left).
+
+    ``asks``: one ``(prompt, fact, phrasing)`` per sentence: ``prompt`` the tokens from ``<bos>``
+    up to the answer, ``fact`` the true sentence (its ``y`` the true answer: only counted),
+    ``phrasing`` ``None`` where sentences are bare facts (the headline), else the phrasing index
+    the sentence is trained in (semantic: ``(fact, phrasing)`` pairs). ``well_formed(fact, word)``:
+    is ``word`` of the answer's kind. Returns the sentences written (``fact`` with the model's
+    word as ``y``, in the input's shape) and ``{"total", "well_formed", "correct"}`` counts."""
+    # the answer slot holds the true word, as in every query example: answer_logprobs reads only
+    # the tokens before it
+    examples = [Example(tokens=list(p) + [f.y], scored=[len(p)], answer_pos=len(p)) for p, f, _ in asks]
+    lp = answer_logprobs(model, examples, vocab)
+    generated, correct = [], 0
+    for (_, fact, phrasing), row in zip(asks, lp):
+        word = vocab.tokens[int(row.argmax())]
+        if well_formed(fact, word):
+            written = dataclasses.replace(fact, y=word)
+            generated.append(written if phrasing is None else (written, phrasing))
+            correct += word == fact.y
+    return generated, {"total": len(asks), "well_formed": len(generated), "correct": correct}

@@ -35,11 +35,11 @@ query's entity in its role: with more than one, only the relation can pick the f
 import dataclasses
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from minitf.config import ModelConfig, TrainConfig
-from minitf.evaluate import answer_logprobs
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.facts.binding import (
     BINDING_PHASES,
@@ -47,14 +47,15 @@ from minitf.experiments.facts.binding import (
     binding_model,
     binding_train,
     episode_accuracy,
+    phase2_sampler,
     phase2_train,
+    self_generated,
 )
 from minitf.experiments.facts.plots import plot_results, plot_rl
-from minitf.experiments.facts.queryset import KINDS, QuerySet, _matching_facts, _same_role_answer, _shares_relation  # noqa: F401
-from minitf.experiments.facts.recall import RECALL_CONDITIONS, RECALL_PHASES, phase2_mixture, recall_lines, run_recall
+from minitf.experiments.facts.queryset import RelationalQueries
+from minitf.experiments.facts.recall import RECALL_CONDITIONS, RECALL_PHASES, recall_lines, run_recall
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table
-from toy_tasks import Example
 from toy_tasks.relational import RelationalTask
 from toy_tasks.relational_facts import ARE, Fact
 
@@ -142,14 +143,14 @@ class HeadlineExperiment(Experiment):
         (``TrainConfig.steps``: episodes, else fixed-world documents; evaluated by
         ``episode_answer_acc``), then ``phase2``, ``phase2_oracle``, ``phase2_self`` (each
         ``phase2_steps`` from phase 1's weights: new-fact documents mixed with phase-1 data).
-        Report keys: ``results`` ({condition: ``QuerySet.evaluate`` dict} for ``CONDITIONS``),
+        Report keys: ``results`` ({condition: ``RelationalQueries.evaluate`` dict} for ``CONDITIONS``),
         ``self_generation`` (total / well_formed / correct), ``n_new_facts``,
         ``n_syllogism_queries``, ``n_entities``, ``episode_answer_acc`` (in [0, 1]), ``induction``
         (``induction_section``), ``in_weights_direction_control``,
         ``in_context_by_shared_relation``, ``retrieval_by_matching_facts``; with ``recall`` the
         two recall conditions join ``results`` and ``run_recall``'s keys join the report."""
         task, world = ctx.task, ctx.task.build_world(np.random.default_rng([ctx.train_cfg.seed, 77]))
-        qset = QuerySet(world, ctx.vocab, ctx.eval_rng(1))
+        qset = RelationalQueries(world, ctx.vocab, ctx.eval_rng(1))
         fixed_docs = world.fixed_world_sentences()
 
         def phase1_sample(rng, n, splits=None):
@@ -173,16 +174,16 @@ class HeadlineExperiment(Experiment):
         by_shared_relation = qset.by_shared_relation(model)
         episode_acc = episode_accuracy(model, probe_examples, ctx.vocab)
         induction = induction_section(model, world, ctx, qset, results["in_context"])
-        generated, gen_stats = self_generated(model, world, ctx.vocab)
+        generated, gen_stats = self_generated(model, ctx.vocab, *augmentation_asks(world))
 
         phase2_cfg = phase2_train(ctx.train_cfg, schedule.phase2_steps)
         variants = [("phase2", [], "in_weights"), ("phase2_oracle", world.oracle_augmentation(), "augmented_oracle"),
                     ("phase2_self", generated, "augmented_self")]
         for phase, extra, condition in variants:
             ctx.load_phase(model, "phase1")
-            sentences = world.new_sentences() + extra
-
-            ctx.train(model, phase2_mixture(world, sentences, phase1_sample), phase=phase, train_cfg=phase2_cfg)
+            sample = phase2_sampler(partial(world.document, facts=world.new_sentences() + extra),
+                                    task.new_fact_fraction, phase1_sample)
+            ctx.train(model, sample, phase=phase, train_cfg=phase2_cfg)
             model.eval()
             results[condition] = qset.evaluate(model, condition)
             if phase == "phase2":
@@ -193,8 +194,9 @@ class HeadlineExperiment(Experiment):
         identity = {}
         if schedule.identity_fraction > 0:  # the fourth bridge: identity facts, no reversed relation
             ctx.load_phase(model, "phase1")
-            ctx.train(model, identity_mixture(world, schedule.identity_fraction,
-                                              phase2_mixture(world, world.new_sentences(), phase1_sample)),
+            plain = phase2_sampler(partial(world.document, facts=world.new_sentences()), task.new_fact_fraction,
+                                   phase1_sample)  # phase 2's own mix, as in_weights trains it
+            ctx.train(model, identity_mixture(world, schedule.identity_fraction, plain),
                       phase="phase2_identity", train_cfg=phase2_cfg)
             model.eval()
             results["identity_bridge"] = qset.evaluate(model, "identity_bridge")
@@ -273,13 +275,10 @@ def identity_facts(world) -> list[Fact]:
 
 
 def identity_mixture(world, fraction: float, base):
-    """phase2_identity's ``sample(rng, n)``: an identity document (``identity_facts``) with
-    probability ``fraction``, else ``base(rng, 1)`` (phase 2's own mix: forward new facts and replay)."""
-    facts = identity_facts(world)
-
-    def sample(rng, n):
-        return [world.document(rng, facts) if rng.random() < fraction else base(rng, 1)[0] for _ in range(n)]
-    return sample
+    """phase2_identity's ``sample(rng, n)`` (a ``phase2_sampler``): an identity document
+    (``identity_facts``) with probability ``fraction``, else ``base(rng, 1)`` (phase 2's own mix:
+    forward new facts and replay)."""
+    return phase2_sampler(partial(world.document, facts=identity_facts(world)), fraction, base)
 
 
 def induction_section(model, world, ctx, qset, in_context: dict, threshold: float = 0.5) -> dict:
@@ -309,20 +308,14 @@ def induction_section(model, world, ctx, qset, in_context: dict, threshold: floa
     return out
 
 
-def self_generated(model, world, vocab) -> tuple[list[Fact], dict]:
-    """The phase-1 model, given each new fact (or premises) in context, writes the inference
-    by greedy decoding of the answer entity; malformed generations (not an entity) are dropped."""
-    prompts = world.augmentation_prompts()
-    examples = [Example(tokens=p + [p[-1]], scored=[len(p)], answer_pos=len(p)) for p, _ in prompts]
-    lp = answer_logprobs(model, examples, vocab)
-    generated, correct, entity_set = [], 0, set(world.entities)
+def augmentation_asks(world) -> tuple[list[tuple], object]:
+    """``self_generated``'s input for ``world``: per inference (each new fact's reversal, each
+    syllogism's conclusion) ``(prompt, true fact, None)``, the fact or the premises in context,
+    and ``well_formed``: the word is an entity."""
     # oracle_augmentation() lists the true inferences in the same order as the prompts
-    for (_, (x, rel)), row, true in zip(prompts, lp, world.oracle_augmentation()):
-        token = vocab.tokens[int(row.argmax())]
-        if token in entity_set:
-            generated.append(Fact(x, rel, token))
-            correct += token == true.y
-    return generated, {"total": len(prompts), "well_formed": len(generated), "correct": correct}
+    asks = [(prompt, true, None) for (prompt, _), true in zip(world.augmentation_prompts(), world.oracle_augmentation())]
+    entities = set(world.entities)
+    return asks, lambda fact, word: word in entities
 
 
 class ReversalExperiment(HeadlineExperiment):

@@ -1,22 +1,79 @@
-"""The headline's query set: fixed candidates and contexts per query, so every condition answers
-the same questions, and the three views of a score (k-way, top-1 over all entities, direction).
+"""Query sets: each query's candidates and contexts drawn once, so every condition answers the
+same questions, and the views of a score (k-way, top-1, and for the headline direction).
 
-Moved out of ``minitf.experiments.facts.headline`` (which re-exports ``QuerySet``) unchanged.
+``QuerySet`` is the base both experiments share (``evaluate`` and the scoring);
+``RelationalQueries`` is the headline's (relational facts: direction tests, the fixed world's
+queries, the shared-relation and matching-facts splits), ``SemanticQueries`` semantic's
+(category hierarchies: top-1 over the answer's kind, trained facts asked as trained, the
+sibling split).
 """
+import numpy as np
 import torch
 
 from minitf.evaluate import answer_logprobs, kway_correct, proportion, top1_correct
 from toy_tasks.relational_facts import ALL, NO
 
 KINDS = ("forward", "reversal", "syllogism")
+N_TRAINED_QUERIES = 200  # semantic's trained-facts sanity row
 
 
 class QuerySet:
-    """Fixed candidates and contexts per query, so every condition answers the same questions."""
+    """The base: a world's queries, with candidates and contexts a subclass draws once in its
+    ``__init__`` (in its own order: the draws are part of every run's numbers), and their scores.
+
+    Attributes: ``queries`` {kind: [Query]} (empty kinds left out); ``cands`` {kind: [[answer,
+    distractors…]]} aligned with them; ``context`` / ``retrieved`` {kind: [context per query]}
+    (what the world's ``query_example`` puts before the prompt); ``extra`` {condition: (queries,
+    cands)} for a condition that asks other queries (the headline's ``phase1_facts``, semantic's
+    ``trained_facts``). A subclass defines ``_top1`` and may add scores per kind (``_more``)."""
+
+    def __init__(self, world, vocab, queries: dict):
+        self.world, self.vocab = world, vocab
+        self.queries = {k: qs for k, qs in queries.items() if qs}
+        self.extra = {}
+
+    def evaluate(self, model, condition: str, contexts: dict | None = None) -> dict:
+        """Score ``model`` in ``condition``: ``in_context`` puts each query's facts among
+        distractors in the prompt, ``retrieval`` its retrieved trained facts, a key of ``extra``
+        asks those queries with no context, any other no context unless ``contexts`` ({kind:
+        [context per query]}) brings its own (the headline's recall conditions: the model's
+        recalled text). Returns, per kind, ``{kind}`` (k-way accuracy among the candidates) and
+        ``{kind}_top1`` (top-1 over every word the answer could be), plus the subclass's
+        ``_more``: each a ``proportion`` record, accuracy in [0, 1]."""
+        if condition in self.extra:
+            return self._score(model, *self.extra[condition], None)
+        contexts = contexts or {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
+        return self._score(model, self.queries, self.cands, contexts)
+
+    def _score(self, model, queries: dict, cands: dict, contexts: dict | None) -> dict:
+        results = {}
+        for kind, qs in queries.items():
+            ctx = contexts[kind] if contexts else [[] for _ in qs]
+            examples = [self.world.query_example(q, c, cand) for q, c, cand in zip(qs, ctx, cands[kind])]
+            lp = answer_logprobs(model, examples, self.vocab)
+            results[kind] = proportion(kway_correct(lp, examples, self.vocab), 1 / len(examples[0].candidates))
+            hits, chance = self._top1(lp, examples, qs)
+            results[f"{kind}_top1"] = proportion(hits, chance)
+            results.update(self._more(model, kind, qs, ctx, lp))
+        return results
+
+    def _top1(self, lp: torch.Tensor, examples: list, queries: list) -> tuple[list[bool], float]:
+        """Per query (``lp`` (n, vocab) its answer log-probabilities): is the answer the argmax
+        among every word it could be? And the chance of that."""
+        raise NotImplementedError
+
+    def _more(self, model, kind: str, queries: list, contexts: list, lp: torch.Tensor) -> dict:
+        """Scores beyond k-way and top-1 for one kind ({name: ``proportion`` record}); none here."""
+        return {}
+
+
+class RelationalQueries(QuerySet):
+    """The headline's query set (relational facts and syllogisms): the new facts' queries, the
+    fixed world's forward/reversal queries (``phase1_facts``) and, per query, the answer of
+    another query with the same relation (``direction_control``)."""
 
     def __init__(self, world, vocab, rng):
-        self.world, self.vocab = world, vocab
-        self.queries = {k: world.queries[k] for k in KINDS if world.queries[k]}
+        super().__init__(world, vocab, {k: world.queries[k] for k in KINDS})
         self.cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.queries.items()}
         self.context = {k: [world.in_context(q, rng) for q in qs] for k, qs in self.queries.items()}
         trained = world.new_sentences()
@@ -25,20 +82,19 @@ class QuerySet:
         self.fixed_cands = {k: [world.candidates(q, rng, qs) for q in qs] for k, qs in self.fixed.items()}
         self.same_role = {k: [_same_role_answer(q, qs, rng) for q in qs] for k, qs in self.queries.items()
                           if k != "syllogism"}
+        self.extra = {"phase1_facts": (self.fixed, self.fixed_cands)}
 
-    def evaluate(self, model, condition: str, contexts: dict | None = None) -> dict:
-        """Score ``model`` in one of ``CONDITIONS``: ``in_context`` puts each query's fact among
-        distractors in the prompt, ``retrieval`` the trained sentences about its entity,
-        ``phase1_facts`` asks the fixed world's forward/reversal queries, any other no context
-        unless ``contexts`` ({kind: [context per query]}, items with ``tokens()``) brings its own
-        (the recall conditions: the model's recalled text).
-        Returns, per query kind, ``{kind}`` (k-way accuracy among same-role candidates),
-        ``{kind}_top1`` (top-1 over all entities) and, where every query has a contrast prompt,
-        ``{kind}_direction`` (chance 0.5): each a ``proportion`` record, accuracy in [0, 1]."""
-        if condition == "phase1_facts":
-            return self._score(model, self.fixed, self.fixed_cands, None)
-        contexts = contexts or {"in_context": self.context, "retrieval": self.retrieved}.get(condition)
-        return self._score(model, self.queries, self.cands, contexts)
+    def _top1(self, lp, examples, queries):
+        """Top-1 over all entities, other true completions excluded."""
+        entities = self.world.entities
+        return top1_correct(lp, examples, self.vocab, entities, [q.exclude for q in queries]), 1 / len(entities)
+
+    def _more(self, model, kind, queries, contexts, lp):
+        """``{kind}_direction`` (chance 0.5) where every query has a contrast prompt."""
+        if not all(q.contrast for q in queries):
+            return {}
+        return {f"{kind}_direction": proportion(self._direction(model, queries, contexts, lp,
+                                                                [q.answer for q in queries]), 0.5)}
 
     def direction_control(self, model) -> dict:
         """The direction test (no context) with the answer swapped for the answer of another
@@ -87,19 +143,54 @@ class QuerySet:
         ids, rows = torch.tensor(self.vocab.encode(answers)), torch.arange(len(qs))
         return (lp[rows, ids] > lp_c[rows, ids]).tolist()
 
-    def _score(self, model, queries, cands, contexts) -> dict:
-        results, entities = {}, self.world.entities
-        for kind, qs in queries.items():
-            ctx = contexts[kind] if contexts else [[] for _ in qs]
-            examples = [self.world.query_example(q, c, cand) for q, c, cand in zip(qs, ctx, cands[kind])]
-            lp = answer_logprobs(model, examples, self.vocab)
-            chance_k = 1 / len(examples[0].candidates)
-            results[kind] = proportion(kway_correct(lp, examples, self.vocab), chance_k)
-            top1 = top1_correct(lp, examples, self.vocab, entities, [q.exclude for q in qs])
-            results[f"{kind}_top1"] = proportion(top1, 1 / len(entities))
-            if all(q.contrast for q in qs):
-                results[f"{kind}_direction"] = proportion(self._direction(model, qs, ctx, lp, [q.answer for q in qs]), 0.5)
-        return results
+
+class SemanticQueries(QuerySet):
+    """Semantic's query set (one world's category hierarchy): the test splits' queries, and
+    ``N_TRAINED_QUERIES`` trained facts asked as trained (the ``trained_facts`` condition)."""
+
+    def __init__(self, world, vocab, rng):
+        super().__init__(world, vocab, world.queries)
+        trained = {"trained": world.trained_queries(rng, N_TRAINED_QUERIES)}
+        # one dict over both, in this order: the candidates' draws follow it
+        self.cands = {s: [world.candidates(q, rng) for q in qs] for s, qs in (self.queries | trained).items()}
+        self.context = {s: [world.in_context(q, rng) for q in qs] for s, qs in self.queries.items()}
+        self.retrieved = {s: [world.retrieve(q, rng) for q in qs] for s, qs in self.queries.items()}
+        self.pools = {"categories": world.tree.categories, "properties": world.property_pool}
+        self.extra = {"trained_facts": (trained, self.cands)}
+
+    def by_sibling(self, model) -> dict:
+        """In-weights (no context) syllogism accuracy split by whether a *sibling* of the queried
+        category states the queried fact ("S has P" for another child S of the same parent). An
+        inherited property can be learned as the parent's (structure) or by co-occurrence with
+        siblings that state it; the ``no_sibling_states`` half has no such sibling, so only the
+        first explanation is left there. Returns ``{"sibling_states" | "no_sibling_states":
+        {"syllogism": k-way record, "syllogism_top1": top-1 record}}``."""
+        qs = self.queries.get("syllogism", [])
+        out = {}
+        for name, keep in (("sibling_states", True), ("no_sibling_states", False)):
+            rows = [i for i, q in enumerate(qs) if sibling_states(self.world.tree, q.fact) == keep]
+            if rows:
+                out[name] = self._score(model, {"syllogism": [qs[i] for i in rows]},
+                                        {"syllogism": [self.cands["syllogism"][i] for i in rows]}, None)
+        return out
+
+    def _top1(self, lp, examples, queries):
+        """Argmax over every word of the answer's kind, other true answers excluded; the chance
+        is the mean of 1 / (words left) over the queries."""
+        hits, chances = [], []
+        for row, q in zip(lp, queries):
+            pool = [w for w in self.pools[q.pool] if w not in q.exclude]
+            scores = row[torch.tensor(self.vocab.encode(pool))]
+            hits.append(pool[int(scores.argmax())] == q.fact.y)
+            chances.append(1 / len(pool))
+        return hits, float(np.mean(chances))
+
+
+def sibling_states(tree, fact) -> bool:
+    """Does another child of ``fact.x``'s parent state "sibling rel y" in the trained tree?"""
+    parent = tree.parent.get(fact.x)
+    siblings = [c for c, p in tree.parent.items() if p == parent and c != fact.x] if parent is not None else []
+    return any(fact.y in tree.stated[fact.rel].get(c, []) for c in siblings)
 
 
 def _shares_relation(query, context) -> bool:

@@ -7,7 +7,7 @@ token: ``?`` right after ``<bos>`` never occurs in phase-1 data, so it opens rec
 
 P is the query's prompt (``all A are``, ``B r⁻¹``), s_i the sentences the model writes itself
 (from its weights), the second ``?`` the marker it writes to stop; then P is given again and the
-answer is scored like every condition (``QuerySet``: k-way, top-1 over all entities, direction)
+answer is scored like every condition (``RelationalQueries``: k-way, top-1 over all entities, direction)
 with ``? P . s1 …`` as the context. Two conditions of the headline:
 
 - ``recall_supervised``: ``phase1_recall`` (from phase 1's weights) teaches the format on the
@@ -32,12 +32,13 @@ with ``? P . s1 …`` as the context. Two conditions of the headline:
 import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
 from minitf.evaluate import answer_logprobs, proportion, top1_correct
-from minitf.experiments.facts.binding import phase2_train
+from minitf.experiments.facts.binding import phase2_sampler, phase2_train
 from minitf.experiments.facts.queryset import KINDS
 from toy_tasks import Example
 from toy_tasks.relational_facts import (
@@ -180,15 +181,6 @@ def recall_mixture(world, recalls: list[tuple[Query, list[str]]], premises: list
     return sample
 
 
-def phase2_mixture(world, sentences: list[Fact], base):
-    """The headline's phase-2 ``sample(rng, n)``: documents of ``sentences`` with p
-    ``task.new_fact_fraction``, else ``base(rng, 1)`` (phase 1's mix replayed)."""
-    def phase2_sample(rng, n):
-        return [world.document(rng, sentences) if rng.random() < world.task.new_fact_fraction
-                else base(rng, 1)[0] for _ in range(n)]
-    return phase2_sample
-
-
 def _policy_logits(model, ids: torch.Tensor, vocab) -> torch.Tensor:
     """The recall policy's logits: the model's, with ``<pad>`` and ``<bos>`` never written."""
     logits = model(ids).float()
@@ -270,7 +262,7 @@ def greedy_reward(model, world, vocab, queries: list[Query]) -> dict:
 
 
 def evaluate_recall(model, world, qset, vocab, truths: frozenset) -> tuple[dict, dict, dict]:
-    """The new facts' queries answered after the model's greedy recall: ``QuerySet.evaluate``'s
+    """The new facts' queries answered after the model's greedy recall: ``RelationalQueries.evaluate``'s
     dict, ``recall_stats`` and three example recalls per kind (strings)."""
     model.eval()
     contexts, queries, words = {}, [], []
@@ -284,7 +276,7 @@ def evaluate_recall(model, world, qset, vocab, truths: frozenset) -> tuple[dict,
 
 def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     """Train and evaluate the recall conditions (after the headline's phases; ``RECALL_PHASES``).
-    Returns ``results`` ({condition: ``QuerySet.evaluate`` dict}) and the report keys
+    Returns ``results`` ({condition: ``RelationalQueries.evaluate`` dict}) and the report keys
     ``recall_stats`` ({condition: ``recall_stats``}), ``recall_examples``, ``recall_rl_log``,
     ``recall_rl_heldout_reward`` ({supervised_start, after_rl}: greedy reward on held-out
     phase-1 queries, ``proportion`` records) and ``recall_queries`` (train / heldout / premises counts)."""
@@ -296,7 +288,9 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     ctx.load_phase(model, "phase1")
     mix = recall_mixture(world, targets, rw.premises, phase1_sample)
     ctx.train(model, mix, phase="phase1_recall", train_cfg=phase2_train(ctx.train_cfg, cfg.recall_steps))
-    ctx.train(model, phase2_mixture(world, world.new_sentences(), mix), phase="phase2_recall_sup", train_cfg=phase2_cfg)
+    # phase 2 as in_weights trains it, replaying each recall phase's own mix
+    new_docs, fraction = partial(world.document, facts=world.new_sentences()), world.task.new_fact_fraction
+    ctx.train(model, phase2_sampler(new_docs, fraction, mix), phase="phase2_recall_sup", train_cfg=phase2_cfg)
     results, stats, examples = {}, {}, {}
     cond = "recall_supervised"
     results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
@@ -319,8 +313,7 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
     said = generate_recall(model, vocab, pool)
     own = replay_pairs(pool, said, answer_hits(model, world, vocab, pool, said), world.inverse)
     replay = recall_mixture(world, own, rw.premises, phase1_sample)
-    ctx.train(model, phase2_mixture(world, world.new_sentences(), replay), phase="phase2_recall_rl",
-              train_cfg=phase2_cfg)
+    ctx.train(model, phase2_sampler(new_docs, fraction, replay), phase="phase2_recall_rl", train_cfg=phase2_cfg)
     cond = "recall_rl"
     results[cond], stats[cond], examples[cond] = evaluate_recall(model, world, qset, vocab, truths=rw.truths)
     return {"results": results, "recall_stats": stats, "recall_examples": examples, "recall_rl_log": log,

@@ -17,12 +17,11 @@ Every split is scored k-way among hard distractors and top-1 over all words of t
 """
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
-import torch
 
 from minitf.config import ModelConfig, TrainConfig
-from minitf.evaluate import answer_logprobs, kway_correct, proportion
 from minitf.experiments.base import Experiment, RunContext
 from minitf.experiments.facts.binding import (
     BINDING_PHASES,
@@ -30,91 +29,18 @@ from minitf.experiments.facts.binding import (
     binding_model,
     binding_train,
     episode_accuracy,
+    phase2_sampler,
     phase2_train,
+    self_generated,
 )
 from minitf.experiments.facts.plots import plot_worlds
+from minitf.experiments.facts.queryset import SemanticQueries
 from minitf.report import format_table
-from toy_tasks import Example
-from toy_tasks.hierarchy import SPLITS, Fact
+from toy_tasks.hierarchy import BOS, SPLITS
 from toy_tasks.semantic import SemanticTask
 
 CONDITIONS = ("in_weights", "in_context", "augmented_self", "augmented_oracle", "retrieval", "trained_facts")
 WORLDS = ("structured", "control")
-N_TRAINED_QUERIES = 200
-
-
-class WorldQueries:
-    """One world's queries with fixed candidates and contexts, so every condition answers the same."""
-
-    def __init__(self, world, vocab, rng):
-        self.world, self.vocab = world, vocab
-        self.queries = {s: qs for s, qs in world.queries.items() if qs}
-        self.queries_trained = {"trained": world.trained_queries(rng, N_TRAINED_QUERIES)}
-        self.cands = {s: [world.candidates(q, rng) for q in qs]
-                      for s, qs in (self.queries | self.queries_trained).items()}
-        self.context = {s: [world.in_context(q, rng) for q in qs] for s, qs in self.queries.items()}
-        self.retrieved = {s: [world.retrieve(q, rng) for q in qs] for s, qs in self.queries.items()}
-        self.pools = {"categories": world.tree.categories, "properties": world.property_pool}
-
-    def evaluate(self, model, condition: str) -> dict:
-        """Score ``model`` in one of ``CONDITIONS``: ``in_context`` / ``retrieval`` put each query's
-        premises among distractors / its retrieved facts in the prompt, ``trained_facts`` asks
-        200 trained facts as trained, any other no context. Returns, per split, ``{split}``
-        (k-way among hard distractors) and ``{split}_top1`` (top-1 over every word of the
-        answer's kind): ``proportion`` records, accuracy in [0, 1]."""
-        if condition == "trained_facts":
-            return self._score(model, self.queries_trained, None)
-        return self._score(model, self.queries, {"in_context": self.context, "retrieval": self.retrieved}.get(condition))
-
-    def by_sibling(self, model) -> dict:
-        """In-weights (no context) syllogism accuracy split by whether a *sibling* of the queried
-        category states the queried fact ("S has P" for another child S of the same parent). An
-        inherited property can be learned as the parent's (structure) or by co-occurrence with
-        siblings that state it; the ``no_sibling_states`` half has no such sibling, so only the
-        first explanation is left there. Returns ``{"sibling_states" | "no_sibling_states":
-        {"syllogism": k-way record, "syllogism_top1": top-1 record}}``."""
-        qs = self.queries.get("syllogism", [])
-        tree = self.world.tree
-        out = {}
-        for name, keep in (("sibling_states", True), ("no_sibling_states", False)):
-            rows = [i for i, q in enumerate(qs) if sibling_states(tree, q.fact) == keep]
-            if not rows:
-                continue
-            sub = [qs[i] for i in rows]
-            examples = [self.world.query_example(qs[i], [], self.cands["syllogism"][i]) for i in rows]
-            lp = answer_logprobs(model, examples, self.vocab)
-            hits, chance = self._top1(lp, sub)
-            out[name] = {"syllogism": proportion(kway_correct(lp, examples, self.vocab), 1 / len(examples[0].candidates)),
-                         "syllogism_top1": proportion(hits, chance)}
-        return out
-
-    def _score(self, model, queries, contexts) -> dict:
-        results = {}
-        for split, qs in queries.items():
-            ctx = contexts[split] if contexts else [[] for _ in qs]
-            examples = [self.world.query_example(q, c, cand) for q, c, cand in zip(qs, ctx, self.cands[split])]
-            lp = answer_logprobs(model, examples, self.vocab)
-            results[split] = proportion(kway_correct(lp, examples, self.vocab), 1 / len(examples[0].candidates))
-            hits, chance = self._top1(lp, qs)
-            results[f"{split}_top1"] = proportion(hits, chance)
-        return results
-
-    def _top1(self, logprobs, queries) -> tuple[list[bool], float]:
-        """Argmax over every word of the answer's kind, other true answers excluded."""
-        hits, chances = [], []
-        for row, q in zip(logprobs, queries):
-            pool = [w for w in self.pools[q.pool] if w not in q.exclude]
-            scores = row[torch.tensor(self.vocab.encode(pool))]
-            hits.append(pool[int(scores.argmax())] == q.fact.y)
-            chances.append(1 / len(pool))
-        return hits, float(np.mean(chances))
-
-
-def sibling_states(tree, fact) -> bool:
-    """Does another child of ``fact.x``'s parent state "sibling rel y" in the trained tree?"""
-    parent = tree.parent.get(fact.x)
-    siblings = [c for c, p in tree.parent.items() if p == parent and c != fact.x] if parent is not None else []
-    return any(fact.y in tree.stated[fact.rel].get(c, []) for c in siblings)
 
 
 @dataclass
@@ -156,7 +82,7 @@ class SemanticExperiment(Experiment):
         then per world (structured, control) ``<world>_phase2``, ``<world>_oracle``,
         ``<world>_self`` (each ``phase2_steps`` from phase 1's weights: the world's documents
         with probability ``new_fact_fraction``, else phase-1 episodes). Report keys: ``results``
-        ({world: {condition: ``WorldQueries.evaluate`` dict}}), ``self_generation`` ({world:
+        ({world: {condition: ``SemanticQueries.evaluate`` dict}}), ``self_generation`` ({world:
         total / well_formed / correct}), ``episode_answer_acc`` (in [0, 1]), ``worlds`` (sizes:
         categories, stated_facts, training_sentences, queries per split), ``targets``
         (``targets``: three booleans)."""
@@ -177,16 +103,16 @@ class SemanticExperiment(Experiment):
         results, generation, by_sibling = {}, {}, {}
         for w, name in enumerate(WORLDS):
             world = worlds[name]
-            qset = WorldQueries(world, ctx.vocab, ctx.eval_rng(10 + w))
+            qset = SemanticQueries(world, ctx.vocab, ctx.eval_rng(10 + w))
             ctx.load_phase(model, "phase1")
             res = {"in_context": qset.evaluate(model.eval(), "in_context")}
-            generated, generation[name] = self_generated(model, world, ctx.vocab)
+            generated, generation[name] = self_generated(model, ctx.vocab, *augmentation_asks(world))
             oracle = [(fact, phrasing) for _, fact, phrasing in world.augmentation_prompts()]
             for suffix, extra, condition in (("phase2", [], "in_weights"), ("oracle", oracle, "augmented_oracle"),
                                              ("self", generated, "augmented_self")):
                 ctx.load_phase(model, "phase1")
-                sample = document_sampler(world, world.training_sentences() + extra, task.new_fact_fraction,
-                                          phase1_sample)
+                sample = phase2_sampler(subject_documents(world, world.training_sentences() + extra),
+                                        task.new_fact_fraction, phase1_sample)
                 ctx.train(model, sample, phase=f"{name}_{suffix}", train_cfg=phase2_cfg)
                 model.eval()
                 res[condition] = qset.evaluate(model, condition)
@@ -257,35 +183,22 @@ def targets(results: dict) -> dict:
                 acc[w]["in_context"][x] >= acc[w]["in_weights"][x] for w in acc for x in ("reversal", "syllogism"))}
 
 
-def document_sampler(world, sentences, world_fraction: float, replay):
-    """Phase-2 batches: documents of the world's sentences, the rest replays phase 1."""
+def subject_documents(world, sentences: list[tuple]):
+    """``new_document(rng)`` for ``phase2_sampler``: a document of a few of ``sentences`` ((fact,
+    phrasing) pairs) about one subject, the subject drawn in proportion to its sentence count."""
     by_subject = defaultdict(list)
     for fact, phrasing in sentences:
         by_subject[fact.x].append((fact, phrasing))
     weights = np.array([len(v) for v in by_subject.values()], dtype=float)
     weights /= weights.sum()
-
-    def sample(rng, n):
-        return [world.document(rng, by_subject, weights) if rng.random() < world_fraction else replay(rng, 1)[0]
-                for _ in range(n)]
-
-    return sample
+    return partial(world.document, by_subject=by_subject, weights=weights)
 
 
-def self_generated(model, world, vocab) -> tuple[list, dict]:
-    """The phase-1 model writes each augmentation sentence's object by greedy decoding, with the
-    fact (or the premises) in its context; a word of the wrong kind is dropped."""
-    prompts = world.augmentation_prompts()
-    examples = []
-    for context, fact, phrasing in prompts:
-        tokens = ["<bos>"] + [t for f, p in context for t in f.tokens(p)] + list(fact.prompt(phrasing))
-        examples.append(Example(tokens=tokens + [fact.y], scored=[len(tokens)], answer_pos=len(tokens)))
-    lp = answer_logprobs(model, examples, vocab)
-    kinds = {"properties": set(world.property_pool), "categories": set(world.tree.categories)}
-    generated, correct = [], 0
-    for (_, fact, phrasing), row in zip(prompts, lp):
-        word = vocab.tokens[int(row.argmax())]
-        if word in kinds["properties" if fact.rel == "has" else "categories"]:
-            generated.append((Fact(fact.x, fact.rel, word), phrasing))
-            correct += word == fact.y
-    return generated, {"total": len(prompts), "well_formed": len(generated), "correct": correct}
+def augmentation_asks(world) -> tuple[list[tuple], object]:
+    """``self_generated``'s input for ``world``: per augmentation sentence ``(prompt, fact,
+    phrasing)`` with the fact or the premises as context sentences before the sentence's start,
+    and ``well_formed``: the word is of the answer's kind (a property for "has", else a category)."""
+    asks = [([BOS] + [t for f, p in context for t in f.tokens(p)] + list(fact.prompt(phrasing)), fact, phrasing)
+            for context, fact, phrasing in world.augmentation_prompts()]
+    properties, categories = set(world.property_pool), set(world.tree.categories)
+    return asks, lambda fact, word: word in (properties if fact.rel == "has" else categories)
