@@ -184,8 +184,7 @@ class MetaLearnExperiment(Experiment):
 
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config
-        if ctx.model_cfg.d_input != task.d + 2:
-            raise ValueError(f"d_input must be d + 2 = {task.d + 2} for this task (got {ctx.model_cfg.d_input})")
+        self.check(task, cfg, ctx.model_cfg)  # again here: run() may be called without the runner
         meta_cfg = {steps: dataclasses.replace(ctx.train_cfg, steps=steps, lr=cfg.meta_lr, eval_every=0,
                                                checkpoint_every=steps) for steps in (cfg.meta_steps, cfg.tied_steps)}
         tests = {name: eval_set(task, ctx.eval_rng(i), cfg.eval_tasks, name)

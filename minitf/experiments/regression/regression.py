@@ -191,8 +191,7 @@ class RegressionExperiment(Experiment):
 
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config
-        if ctx.model_cfg.d_input != task.d + 1:
-            raise ValueError(f"d_input must be d + 1 = {task.d + 1} for this task (got {ctx.model_cfg.d_input})")
+        self.check(task, cfg, ctx.model_cfg)  # again here: run() may be called without the runner
         d, last = task.d, task.prompt_len - 1
         dims_at = None
         if cfg.curriculum == "dims":
