@@ -8,9 +8,8 @@ module an import names: ``from minitf.runs import folder`` → ``minitf.runs.fol
 ``__init__.py``), ``from minitf import runs`` → ``minitf.runs``. Python also runs the parents'
 ``__init__`` when it imports a submodule; those implicit edges are left out, so a package face that
 re-exports its submodules is no cycle, and a submodule that imports its package face is (the rule
-below names it). A few known exceptions outside minitf/runs are listed, with their reason, and
-must leave the list once fixed; minitf/runs has none. Run ``python tests/test_imports.py`` to print
-the whole graph's cycles and imports of a package's own face (exceptions included).
+below names it). Run ``python tests/test_imports.py`` to print the graph's cycles and imports of a
+package's own face.
 """
 import ast
 import itertools
@@ -155,23 +154,9 @@ def own_face_imports(graph, lines) -> list[str]:
     return sorted(bad)
 
 
-# Known exceptions outside minitf/runs, reported in #36 and left to the owners of those files: the
-# edge that closes each remaining cycle, and each remaining import of a package face. Remove an
-# entry with its import; test_known_exceptions_still_exist fails until then, so the lists only shrink.
-KNOWN_CYCLE_EDGES = {
-    ("minitf.experiments.facts.recall", "minitf.experiments.facts.reinforce"):
-        "recall imports reinforce in a function; reinforce imports recall's names at the top",
-}
-KNOWN_FACE_IMPORTS: dict = {}
-
-
-def without(graph: dict[str, set[str]], edges) -> dict[str, set[str]]:
-    return {m: {t for t in targets if (m, t) not in edges} for m, targets in graph.items()}
-
-
 def test_no_import_cycles():
     graph, lines = import_graph()
-    found = cycles(without(graph, KNOWN_CYCLE_EDGES))
+    found = cycles(graph)
     assert not found, "import cycles (function-level imports count):\n" + "\n".join(
         describe(c, graph, lines) for c in found)
 
@@ -187,15 +172,8 @@ def test_no_module_imports_its_own_package_face():
     """Inside a package, import the submodule that defines a name, not the ``__init__`` of the
     package (or of one above it), which re-exports it and is where the cycles start."""
     graph, lines = import_graph()
-    bad = [line for line in own_face_imports(without(graph, KNOWN_FACE_IMPORTS), lines)]
+    bad = own_face_imports(graph, lines)
     assert not bad, "modules importing their own package's __init__:\n" + "\n".join(bad)
-
-
-def test_known_exceptions_still_exist():
-    """An exception above whose import is gone must leave its list."""
-    graph, _ = import_graph()
-    gone = [f"{a} -> {b}" for a, b in [*KNOWN_CYCLE_EDGES, *KNOWN_FACE_IMPORTS] if b not in graph.get(a, ())]
-    assert not gone, "fixed; remove from KNOWN_CYCLE_EDGES / KNOWN_FACE_IMPORTS: " + ", ".join(gone)
 
 
 def test_toy_tasks_and_kernels_import_nothing_of_minitf():

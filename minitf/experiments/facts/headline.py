@@ -53,7 +53,8 @@ from minitf.experiments.facts.binding import (
 )
 from minitf.experiments.facts.plots import plot_results, plot_rl
 from minitf.experiments.facts.queryset import RelationalQueries
-from minitf.experiments.facts.recall import RECALL_CONDITIONS, RECALL_PHASES, recall_lines, run_recall
+from minitf.experiments.facts.recall import RECALL_CONDITIONS, RECALL_PHASES
+from minitf.experiments.facts.recall_conditions import recall_lines, run_recall
 from minitf.probes import ablate_heads, all_scores, repeated_random_tokens, select_heads
 from minitf.report import format_table
 from toy_tasks.relational import RelationalTask
