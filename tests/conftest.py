@@ -6,8 +6,13 @@ kernel variant compiles once; bench/attention.py autotunes), otherwise on CPU in
 interpreter (TRITON_INTERPRET=1). MINITF_KERNEL_DEVICE=cpu forces the interpreter on a GPU
 machine (e.g. for the whole suite, whose model tests run the "triton" backend on CPU);
 MINITF_KERNEL_DEVICE=cuda insists on the GPU.
+
+Shared by several test files: ``finished`` (a small induction run made once, through train.py) and
+``random_batches`` (random-token batches for a Trainer).
 """
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -23,6 +28,11 @@ else:
     os.environ.setdefault("MINITF_FLASH_AUTOTUNE", "0")
 
 from minitf.config import ModelConfig  # noqa: E402
+from minitf.data import Batch  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--set", "steps=6", "--set", "segment_len=5", "--set", "min_segment_len=3", "--set", "n_symbols=8",
+         "--set", "eval_every=3"]
 
 
 @pytest.fixture(params=[KERNEL_DEVICE])
@@ -39,3 +49,31 @@ def tiny_cfg():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """A finished small induction run; tests read it or copy it, never change it."""
+    out = tmp_path_factory.mktemp("fin") / "run"
+    # as a user's shell has it: TRITON_INTERPRET is turned on above for this process only
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "induction", "--out", str(out), *SMALL],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"run folder: {out}")  # printed when the run starts
+    return out
+
+
+def _batches(cfg, n=4, seq=8):
+    gen = torch.Generator().manual_seed(1)
+
+    def batch(step):
+        ids = torch.randint(1, cfg.vocab_size, (n, seq + 1), generator=gen)
+        return Batch(ids[:, :-1], ids[:, 1:], torch.ones(n, seq))
+    return batch
+
+
+@pytest.fixture
+def random_batches():
+    """``random_batches(cfg)``: a Trainer's batch function of random tokens (its own generator, seed 1)."""
+    return _batches

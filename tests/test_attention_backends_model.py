@@ -1,19 +1,31 @@
-"""The model's "triton" backend: same training losses as "sdpa"; clear errors where it cannot run."""
+"""The model's "triton" backend: same training losses as "sdpa"; clear errors where it cannot run, checked
+at config time, and "auto" picks a backend that can run the shape."""
 import dataclasses
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Vocab, collate
+from minitf.errors import ConfigError
 from minitf.model import Transformer
 from minitf.trainer import Trainer
 from toy_tasks.induction import InductionTask
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--set", "steps=6", "--set", "segment_len=5", "--set", "min_segment_len=3", "--set", "n_symbols=8",
+         "--set", "eval_every=3"]
+
+
+def cli(*args, **kw):
+    # as a user's shell has it: conftest turns Triton's interpreter on for this process only
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env=env, **kw)
 
 
 def losses_with(impl, tmp_path):
@@ -51,3 +63,28 @@ def test_triton_on_cpu_without_interpreter_is_a_clear_error():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert "ERR" in r.stdout and "TRITON_INTERPRET=1" in r.stdout, r.stdout + r.stderr
+
+
+# -- a backend's limits are checked at config time; auto picks a backend that can run -----------
+@pytest.mark.parametrize("d_model,n_heads,d_head", [(48, 2, 24), (40, 2, 20), (96, 1, 96)])
+def test_triton_head_sizes_it_cannot_run_are_config_errors(d_model, n_heads, d_head):
+    with pytest.raises(ConfigError, match="triton"):
+        ModelConfig(d_model=d_model, n_heads=n_heads, d_head=d_head, attn_impl="triton").validate()
+    ModelConfig(d_model=d_model, n_heads=n_heads, d_head=d_head, attn_impl="auto").validate()
+
+
+def test_auto_falls_back_to_sdpa_for_shapes_the_kernel_cannot_run(caplog):
+    from minitf.attention import resolve_impl
+
+    assert resolve_impl("auto", torch.device("cuda"), 24) == "sdpa"
+    assert resolve_impl("auto", torch.device("cuda"), 24) == "sdpa"
+    assert sum("uses sdpa" in r.message for r in caplog.records) <= 1  # said once, not per call
+    assert resolve_impl("auto", torch.device("cpu"), 64) == "sdpa"
+
+
+def test_explicit_triton_on_cpu_without_interpreter_writes_nothing_then_the_fix_runs(tmp_path):
+    out = tmp_path / "run"
+    r = cli("induction", "--out", str(out), "--set", "attn_impl=triton", *SMALL)
+    assert r.returncode == 2 and "TRITON_INTERPRET=1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+    assert cli("induction", "--out", str(out), *SMALL).returncode == 0

@@ -1,4 +1,5 @@
-"""Checkpoints: weights carry the architecture they compute with, and a run folder's models load by name."""
+"""Checkpoints: weights carry the architecture they compute with, a run folder's models load by name,
+weights of a compiled (or DDP-wrapped) model load into a plain one, and corrupt weights are a CheckpointError."""
 import dataclasses
 import json
 
@@ -174,3 +175,39 @@ def test_phase_is_the_older_name_of_model(tmp_path):
     assert same(minitf.load(run, phase="a")[0], nets["a"])
     with pytest.raises(CheckpointError, match="once"):
         minitf.load(run, model="a", phase="b")
+
+
+# -- weights of a compiled (or DDP-wrapped) model load into a plain one -------------------------
+def test_compiled_model_weights_load_into_plain_model(tiny_cfg, tmp_path):
+    model = Transformer(tiny_cfg)
+    compiled = torch.compile(model, backend="eager")
+    path = tmp_path / "w.safetensors"
+    checkpoint.save_weights(compiled, path)
+    fresh = Transformer(tiny_cfg)
+    checkpoint.load_weights(fresh, path)
+    tokens = torch.randint(0, tiny_cfg.vocab_size, (2, 7))
+    assert torch.equal(fresh(tokens), model(tokens))
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module.", "module._orig_mod."])
+def test_files_that_kept_a_wrapper_prefix_still_load(tiny_cfg, tmp_path, prefix):
+    from safetensors.torch import save_file
+
+    model = Transformer(tiny_cfg)
+    save_file({prefix + k: v.contiguous().clone() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
+    fresh = Transformer(tiny_cfg)
+    checkpoint.load_weights(fresh, tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    checkpoint.load_weights(torch.compile(Transformer(tiny_cfg), backend="eager"), tmp_path / "w.safetensors")
+
+
+def test_corrupt_weights_in_a_run_folder_is_a_checkpoint_error(finished, tmp_path):
+    import shutil
+
+    import minitf
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / checkpoint.WEIGHTS).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        minitf.load(run)

@@ -1,3 +1,5 @@
+"""Configs: validation with one message for every problem (and fixes that are themselves valid), JSON
+round trips, --set overrides and the value rules every settings dataclass gets."""
 import json
 
 import pytest
@@ -109,3 +111,14 @@ def test_task_and_experiment_settings_get_the_same_rule():
                         (Settings(count=2 ** 70), "count must be in")):
         with pytest.raises(ConfigError, match=needle):
             _validate(bad)
+
+
+@pytest.mark.parametrize("d_model,n_heads,d_head", [(128, 3, 32), (128, 3, 42), (100, 8, 16)])
+def test_suggested_head_fix_is_itself_valid(d_model, n_heads, d_head):
+    import re
+
+    with pytest.raises(ConfigError) as err:
+        ModelConfig(d_model=d_model, n_heads=n_heads, d_head=d_head).validate()
+    for key, value in re.findall(r"set (\w+)=(\d+)", str(err.value)):
+        fixed = {**dict(d_model=d_model, n_heads=n_heads, d_head=d_head), key: int(value)}
+        assert fixed["d_model"] == fixed["n_heads"] * fixed["d_head"], (key, value)

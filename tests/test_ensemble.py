@@ -1,10 +1,13 @@
-"""An ensemble member trains exactly like a single run with its seed (to float32 reordering)."""
+"""An ensemble member trains exactly like a single run with its seed (to float32 reordering), and an
+ensemble checks every member's gradients before any step."""
 import numpy as np
+import pytest
 import torch
 
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Vocab, collate
 from minitf.ensemble import Ensemble, train_ensemble
+from minitf.errors import NonFiniteLossError
 from minitf.evaluate import per_position_loss
 from minitf.model import Transformer
 from minitf.trainer import Trainer
@@ -79,7 +82,6 @@ def test_members_with_batches_of_different_lengths_get_their_own_losses():
     them to one length must not change any member's loss."""
     from minitf.ensemble import stack_batches
     from minitf.trainer import masked_loss
-    from minitf.trainer import masked_loss
 
     ensemble = Ensemble(make, [0, 1])
     batches = [collate(TASK.sample(np.random.default_rng([s, 0]), 4), VOCAB) for s in (0, 1)]
@@ -91,3 +93,16 @@ def test_members_with_batches_of_different_lengths_get_their_own_losses():
         for i, b in enumerate(batches):
             single = masked_loss(ensemble.member(i)(b.inputs), b)
             torch.testing.assert_close(losses[i], single, atol=1e-5, rtol=0)
+
+
+def test_ensemble_checks_before_it_steps(tiny_cfg, random_batches):
+    def make(seed):
+        torch.manual_seed(seed)
+        return Transformer(tiny_cfg)
+    ensemble = Ensemble(make, [0, 1])
+    before = {k: v.detach().clone() for k, v in ensemble.params.items()}
+    ensemble.params["blocks.0.attn.out.weight"].register_hook(lambda g: g * float("inf"))
+    cfg = TrainConfig(steps=2, batch_size=4, warmup=1, grad_clip=0.0)
+    with pytest.raises(NonFiniteLossError, match="no update was applied"):
+        train_ensemble(ensemble, cfg, [random_batches(tiny_cfg), random_batches(tiny_cfg)])
+    assert all(torch.equal(before[k], v.detach()) for k, v in ensemble.params.items())

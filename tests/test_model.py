@@ -1,6 +1,9 @@
+"""The model: forward, generate and its arguments, hook names and shapes, causal variants, padding masks
+on every backend, empty inputs and sampling temperatures."""
 import pytest
 import torch
 
+from minitf.data import Vocab
 from minitf.errors import InputError
 from minitf.hooks import hooks
 from minitf.model import Transformer
@@ -266,6 +269,16 @@ def test_batched_generate_with_left_padding_equals_one_prompt_at_a_time(tiny_cfg
         model.generate(tokens, 3, attention_mask=torch.tensor([[1] * 4, [0] * 4, [0, 0, 0, 1]]))
 
 
+def test_left_padding_with_a_mask_and_right_padding_are_exact(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    model.vocab = Vocab([f"t{i}" for i in range(tiny_cfg.vocab_size - 1)])
+    prompt = torch.tensor([[3, 4, 5, 6]])
+    left = model(torch.tensor([[0, 0, 3, 4, 5, 6]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1, 1]]))
+    assert torch.allclose(left[:, 2:], model(prompt), atol=1e-6)
+    padded = model(torch.tensor([[3, 4, 5, 6, 0, 0]]))  # right padding: earlier positions unchanged
+    assert torch.allclose(padded[:, :4], model(prompt), atol=1e-6)
+
+
 # -- zero-length input: (batch, 0) gives (batch, 0, …); generate needs a prompt -----------------------
 @pytest.mark.parametrize("extra", [{}, {"conv_kernel": 3}, {"conv_kernel": 2, "positional": "rope"},
                                    {"attention": "linear"}, {"d_input": 3}])
@@ -340,3 +353,15 @@ def test_non_finite_logits_are_named_not_a_multinomial_error(tiny_cfg):
             model.unembed.weight[3, 0] = bad
         with pytest.raises(FloatingPointError, match="logits hold NaN or \\+inf"):
             model.generate(torch.tensor([[1, 2]]), 2, temperature=0.7)
+
+
+def test_generate_rejects_bad_arguments_and_stops_rows_separately(tiny_cfg):
+    model = Transformer(tiny_cfg).eval()
+    prompt = torch.tensor([[1, 2], [3, 4]])
+    with pytest.raises(InputError, match="max_new_tokens"):
+        model.generate(prompt, -1)
+    with pytest.raises(InputError, match="temperature"):
+        model.generate(prompt, 2, temperature=-0.5)
+    first = model.generate(prompt, 1)[:, -1]
+    out = model.generate(prompt, 5, stop_token=int(first[0]))
+    assert (out[0, 2:] == first[0]).all()  # row 0 stopped at once and repeats its stop token

@@ -1,10 +1,12 @@
-"""The run folder: every JSON file parses strictly, one writer at a time, and a config that cannot
-fit in memory is refused before the folder exists."""
+"""The run folder: every JSON file parses strictly, one writer at a time, a config that cannot fit in
+memory is refused before the folder exists, a user's own files are never lost (--out at a file,
+--overwrite), artifacts are readable by collaborators, and progress is printed without a terminal."""
 import json
 import math
 import os
 import re
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -25,6 +27,8 @@ from minitf.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--set", "segment_len=5", "--set", "min_segment_len=3", "--set", "n_symbols=8"]
+SMALL = ["--set", "steps=6", "--set", "segment_len=5", "--set", "min_segment_len=3", "--set", "n_symbols=8",
+         "--set", "eval_every=3"]
 
 
 def cli(*args, **kw):
@@ -198,3 +202,40 @@ def test_an_ensemble_is_checked_for_k_members_at_once():
     check_memory(cfg, TrainConfig(batch_size=32), 127)
     with pytest.raises(ConfigError, match=f"{k} ensemble members"):
         check_memory(cfg, TrainConfig(batch_size=32), 127, members=k)
+
+
+# -- a user's work is never lost, a failed command never blocks the fix -----------------------------
+def test_out_pointing_at_a_file_is_one_clear_error(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    r = cli("induction", "--out", str(f), *SMALL)
+    assert r.returncode == 2 and "is an existing file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert f.read_text() == "mine"
+
+
+def test_overwrite_replaces_only_minitfs_files(finished, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    (run / "notes.txt").write_text("my notes")
+    (run / "analysis").mkdir()
+    (run / "analysis" / "plot.png").write_bytes(b"x")
+    r = cli("induction", "--out", str(run), "--overwrite", *SMALL)
+    assert r.returncode == 0, r.stderr
+    assert (run / "notes.txt").read_text() == "my notes" and (run / "analysis" / "plot.png").exists()
+    refused = cli("induction", "--out", str(run), *SMALL)
+    assert refused.returncode == 2 and "keeps your own" in refused.stderr
+
+
+def test_artifacts_are_readable_by_collaborators(finished):
+    umask = os.umask(0)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    for name in ("config.json", "vocab.json", "model.safetensors", "report.json", "trainer_state.pt", "loss.png"):
+        assert stat.S_IMODE(os.stat(finished / name).st_mode) == want, name
+
+
+def test_progress_is_printed_when_output_is_not_a_terminal(tmp_path):
+    r = cli("induction", "--out", str(tmp_path / "run"), *SMALL)
+    assert "phase train: steps 0..6" in r.stdout and "phase train: eval at step 3" in r.stdout

@@ -1,4 +1,5 @@
-"""Trainer, checkpoints and resume: exactness and crash safety."""
+"""Trainer, checkpoints and resume: exactness and crash safety; a non-finite loss or gradient is never
+applied or saved, and a compiled model trains, checkpoints and resumes like a plain one."""
 import dataclasses
 import os
 import platform
@@ -208,6 +209,31 @@ def test_skip_nonfinite_skips_then_stops(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())  # skipped steps changed nothing
 
 
+# -- a non-finite gradient is never applied, whatever the clip setting ---------------------------
+@pytest.mark.parametrize("clip", [0.0, 1.0])
+def test_inf_gradient_under_finite_loss_is_caught_before_the_step(tiny_cfg, random_batches, tmp_path, clip):
+    torch.manual_seed(0)
+    model = Transformer(tiny_cfg)
+    model.blocks[0].attn.out.weight.register_hook(lambda g: g * float("inf"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = TrainConfig(steps=3, batch_size=4, warmup=1, grad_clip=clip, checkpoint_every=1, eval_every=0)
+    trainer = Trainer(model, cfg, random_batches(tiny_cfg), str(tmp_path), phase="train")
+    with pytest.raises(NonFiniteLossError, match="step 1"):
+        trainer.fit()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not (tmp_path / checkpoint.TRAINER_STATE).exists()
+
+
+def test_a_checkpoint_never_holds_non_finite_weights(tiny_cfg, random_batches, tmp_path):
+    model = Transformer(tiny_cfg)
+    with torch.no_grad():
+        model.embed.weight[0, 0] = float("nan")
+    trainer = Trainer(model, TrainConfig(steps=1), random_batches(tiny_cfg), str(tmp_path))
+    with pytest.raises(NonFiniteLossError, match="nothing was saved"):
+        trainer.save_checkpoint([])
+    assert not os.listdir(tmp_path)
+
+
 def _policy_step(model, batch, step):
     """A stand-in for REINFORCE: a sampled (step-seeded) loss, no update on every third step."""
     g = torch.Generator().manual_seed(1000 + step)
@@ -242,3 +268,19 @@ def test_a_step_loss_phase_logs_and_resumes_exactly(tmp_path):
     resumed.fit(resume_state=state)
     for (name, p), q in zip(model_a.state_dict().items(), model_c.state_dict().values()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=0, msg=name)
+
+
+def test_trainer_runs_a_compiled_model_end_to_end(tiny_cfg, random_batches, tmp_path):
+    torch.manual_seed(0)
+    model = torch.compile(Transformer(tiny_cfg), backend="eager")
+    cfg = TrainConfig(steps=4, batch_size=4, warmup=1, checkpoint_every=2, eval_every=0)
+    trainer = Trainer(model, cfg, random_batches(tiny_cfg), str(tmp_path), phase="train")
+    trainer.fit()
+    state = checkpoint.load_trainer_state(tmp_path / checkpoint.TRAINER_STATE)
+    assert not [k for k in state["model"] if k.startswith("_orig_mod.")]
+    plain = Transformer(tiny_cfg)
+    checkpoint.load_weights(plain, tmp_path / checkpoint.WEIGHTS)
+    resumed = Trainer(torch.compile(Transformer(tiny_cfg), backend="eager"), cfg, random_batches(tiny_cfg),
+                      str(tmp_path), phase="train")
+    resumed.restore(state)
+    assert resumed.step == 4

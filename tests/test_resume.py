@@ -1,4 +1,6 @@
-"""Crash safety: SIGKILL at random moments (and mid-checkpoint) then --resume equals a clean run."""
+"""Resume: SIGKILL at random moments (and mid-checkpoint) or Ctrl-C, then --resume, equals a clean run;
+an interrupt prints the resume command; resuming a finished run changes nothing; a damaged checkpoint's
+advice is a command that works; resume errors are one line."""
 import json
 import os
 import signal
@@ -7,6 +9,7 @@ import sys
 import time
 
 import pytest
+from snapshots import snapshot
 
 from minitf import checkpoint
 
@@ -19,6 +22,13 @@ def start(args, env_extra=None):
     env = dict(os.environ, **(env_extra or {}))
     return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def cli(*args, **kw):
+    # as a user's shell has it: conftest turns Triton's interpreter on for this process only
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, env=env, **kw)
 
 
 def losses(run_dir):
@@ -158,3 +168,55 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_matches_uninterrupted(tmp_path, r
     r = start(["--resume", out])
     assert r.wait(timeout=300) == 0, r.stderr.read()
     assert_same_as_reference(out, reference)
+
+
+# -- resuming a finished or damaged run, and the interrupt message ---------------------------------
+def test_resuming_a_finished_run_changes_nothing(finished, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    weights = run / checkpoint.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated weights: a resume must not touch anything
+    before = snapshot(run)
+    r = cli("--resume", str(run))
+    assert r.returncode == 0 and "finished" in r.stdout
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("damage", ["trainer_state", "phase_weights"])
+def test_damaged_checkpoint_advice_is_a_command_that_works(tmp_path, damage):
+    out = tmp_path / "run"
+    args = ["induction", "--out", str(out), "--seed", "2", "--set", "steps=40", "--set", "segment_len=5",
+            "--set", "min_segment_len=3", "--set", "n_symbols=8", "--set", "checkpoint_every=10"]
+    r = cli(*args)
+    assert r.returncode == 0
+    (out / "report.json").unlink()  # as if killed after its last checkpoint
+    (out / "notes.txt").write_text("keep me")
+    target = out / (checkpoint.TRAINER_STATE if damage == "trainer_state" else "model-train.safetensors")
+    target.write_bytes(target.read_bytes()[:50])
+    before = snapshot(out)
+    r = cli("--resume", str(out))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert snapshot(out) == before  # a failed resume changes nothing
+    command = r.stderr.split("from scratch")[1].split(": ", 1)[1].strip()
+    assert command.startswith("python train.py induction") and "--overwrite" in command
+    fixed = subprocess.run([sys.executable, *command.split()[1:]], cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert json.loads((out / "report.json").read_text())["seed"] == 2
+
+
+def test_interrupt_prints_the_exact_resume_command_on_its_own_line(tmp_path):
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), "induction", "--out", str(out),
+                          "--set", "steps=100000", "--set", "segment_len=5", "--set", "min_segment_len=3",
+                          "--set", "n_symbols=8"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130
+    assert f"  python train.py --resume {out}" in err.splitlines()
