@@ -2,7 +2,7 @@
 intra-op threads?
 
 "Same seed + same config => same numbers" is tested elsewhere within one thread count (kill and
-resume, ``tests/test_reliability*.py``). This script measures whether it also holds *across*
+resume, ``tests/test_resume.py``). This script measures whether it also holds *across*
 thread counts: each experiment runs twice as a plain ``train.py`` subprocess with the same tiny
 settings and ``--seed 0``, once with ``OMP_NUM_THREADS=1`` and once with ``OMP_NUM_THREADS=2``
 (run folders in a temporary directory, one run at a time). The two ``report.json`` files are
