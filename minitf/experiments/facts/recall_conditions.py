@@ -50,7 +50,7 @@ def run_recall(ctx, model, world, qset, phase1_sample, phase2_cfg) -> dict:
                   evaluate=lambda m, step: {"heldout_reward": greedy_reward(m, world, vocab, rw.heldout)["acc"]})
     model.eval()
     after = greedy_reward(model, world, vocab, rw.heldout)
-    log = rl_log(ctx.history("recall_rl"), start["acc"])
+    log = rl_log(ctx.history("recall_rl") if "recall_rl" in ctx.done else [], start["acc"])  # none: no environment
     # phase 2 replays the RL model's own greedy recalls, only those rewarded that hold the needed facts
     pool = rw.train + rw.docs_only
     said = generate_recall(model, vocab, pool)
