@@ -5,10 +5,17 @@ line on stderr with exit code 2. No logic of its own lives here. Under ``torchru
 process runs this same command (one model, data-parallel; process 0 writes and prints).
 """
 import argparse
+import os
 import shlex
 import sys
 
-from minitf.errors import MinitfError, RunInterrupted
+# OpenMP threads sleep while they wait for each other unless you say otherwise (set before torch is
+# imported). Beside another busy process, spinning threads cost ≈ 3× (47k → 17k tok/s on the
+# headline model, 2 threads), sleeping ones ≈ 2× (44k → 23k); alone, sleeping costs ≈ 7%
+# (bench/threads_load.py, docs/performance.md "Threads on a busy machine").
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from minitf.errors import MinitfError, RunInterrupted  # noqa: E402
 
 
 class UsageError(MinitfError, ValueError):

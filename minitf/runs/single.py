@@ -17,6 +17,8 @@ import os
 import sys
 import time
 
+import torch
+
 from minitf import artifacts, checkpoint
 from minitf.config import ModelConfig
 from minitf.errors import ConfigError, RunInterrupted
@@ -117,7 +119,7 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
     main = distributed.is_main()
     quiet = quiet or not main
     if not quiet:
-        print(f"run folder: {run_dir}", flush=True)
+        print(f"run folder: {run_dir}\n{threads_line()}", flush=True)
     t0 = time.perf_counter()
     try:
         try:
@@ -139,6 +141,14 @@ def execute(ctx: RunContext, quiet: bool = False) -> dict:
         if line := describe_models(run_dir):
             print(line)
     return report
+
+
+def threads_line() -> str:
+    """The start line on threads: torch's intra-op thread count and the OpenMP wait policy, with
+    the advice for a shared machine (docs/performance.md, "Threads on a busy machine")."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "the runtime's default (spin)")
+    return (f"threads: {torch.get_num_threads()} (OMP_WAIT_POLICY {policy}); sharing this machine with "
+            "other busy processes? start with OMP_NUM_THREADS=1")
 
 
 def describe_models(run_dir: str) -> str:
