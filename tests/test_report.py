@@ -194,3 +194,12 @@ def matplotlib_rgb(color):
     from matplotlib.colors import to_rgb
 
     return to_rgb(color)
+
+
+def test_every_summary_states_checks_one_way():
+    """``format_checks``: the one printer of a report's targets, for both shapes experiments write."""
+    from minitf.experiments.base import format_checks, verdict
+
+    assert format_checks({"pass": {"a": True, "b": False}, "gain": 0.3}) == "targets: a PASS, b MISS"
+    assert format_checks({"x >= 0.1": False}, label="label targets") == "label targets: x >= 0.1 MISS"
+    assert (verdict(True), verdict(False)) == ("PASS", "MISS")

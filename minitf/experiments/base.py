@@ -263,3 +263,17 @@ class RunContext:
     def eval_rng(self, salt: int = 0) -> np.random.Generator:
         """A generator for evaluation data, independent of the training streams."""
         return np.random.default_rng([self.train_cfg.seed, 10_000 + salt])
+
+
+def verdict(ok: bool) -> str:
+    """How every summary states a check: ``PASS`` or ``MISS``."""
+    return "PASS" if ok else "MISS"
+
+
+def format_checks(targets: dict, label: str = "targets") -> str:
+    """One summary line for a report's checks: ``"targets: name PASS, name MISS"``.
+
+    ``targets`` is an experiment's ``targets`` record: ``{"pass": {name: bool}, ...figures}`` (the
+    usual shape) or a flat ``{name: bool}``; figures beside ``"pass"`` are left to the summary."""
+    checks = targets.get("pass", targets)
+    return f"{label}: " + ", ".join(f"{name} {verdict(ok)}" for name, ok in checks.items())

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.evaluate import answer_logprobs, proportion, top1_correct
-from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.base import Experiment, RunContext, format_checks
 from minitf.report import format_table
 from toy_tasks.ginc import GincTask
 
@@ -205,8 +205,7 @@ class GincExperiment(Experiment):
                        + "; the model's: " + ", ".join(f"len {n} {g:+.3f}"
                                                       for n, g in report["targets"]["gain"].items()))
         t = report["targets"]
-        out.append(f"chance = {chance:.3f}; targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}"
-                                                                  for k, v in t["pass"].items()))
+        out.append(f"chance = {chance:.3f}; " + format_checks(t))
         wins = report["zero_shot_wins"]
         out.append(f"zero-shot beats few-shot (non-overlapping 95% CIs) in {len(wins)} setting(s)"
                    + (": " + "; ".join(f"{w['concepts']} len {w['example_len']} k={w['k']}" for w in wins[:6])

@@ -31,7 +31,7 @@ from minitf import meta_learners
 from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.data import Batch, Vocab
 from minitf.evaluate import proportion
-from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.base import Experiment, RunContext, verdict
 from minitf.report import format_table
 from toy_tasks.metalearn import FAMILIES, MetaLearnTask, pairwise_normal, tokens
 
@@ -309,35 +309,32 @@ def targets(results: dict) -> dict:
 
 def describe_targets(t: dict) -> str:
     """One line per check: its figures and met / missed."""
-    def flag(ok):
-        return "met" if ok else "MISSED"
-
     lines = ["targets:"]
     for f, v in t["single_family"].items():
         mism = ", ".join(f"{m} {a:.3f}" for m, a in v["mismatched"].items())
         lines.append(f"  {f}: icl {v['icl']:.3f} vs matched {v['matched']} {v['matched_acc']:.3f} "
-                     f"({flag(v['pass']['icl_ge_matched_minus_0.03'])}); mismatched {mism} "
-                     f"({flag(v['pass']['icl_gt_each_mismatched_plus_0.05'])})")
+                     f"({verdict(v['pass']['icl_ge_matched_minus_0.03'])}); mismatched {mism} "
+                     f"({verdict(v['pass']['icl_gt_each_mismatched_plus_0.05'])})")
         if "regret" in v:
             reg = ", ".join(f"{m} {r:+.3f}" for m, r in {**v["regret"], **v["regret_wide"]}.items())
             lines.append(f"    regret to Bayes ({v['optimal']:.3f}): {reg}; matched lowest of the tied "
-                         f"classics {flag(v['pass']['matched_lowest_regret'])}; icl ≤ matched + 0.01 "
-                         f"{flag(v['pass']['icl_regret_le_matched_plus_0.01'])}")
+                         f"classics {verdict(v['pass']['matched_lowest_regret'])}; icl ≤ matched + 0.01 "
+                         f"{verdict(v['pass']['icl_regret_le_matched_plus_0.01'])}")
     for f, v in t["mixture"].items():
         drops = ", ".join(f"{m} {d:+.3f}" for m, d in v["drop"].items())
         lines.append(f"  mixture on {f}: icl {v['icl_mixture']:.3f} vs best single {v['best_single']:.3f} "
-                     f"({flag(v['pass']['icl_ge_best_single_minus_0.03'])}); drops {drops} "
-                     f"({flag(v['pass']['classic_drop_more'])})")
+                     f"({verdict(v['pass']['icl_ge_best_single_minus_0.03'])}); drops {drops} "
+                     f"({verdict(v['pass']['classic_drop_more'])})")
     if "mixture_mean_drop" in t:
         v = t["mixture_mean_drop"]
         lines.append("  regret growth from single family to mixture (mean over families): "
                      + ", ".join(f"{m} {d:+.3f}" for m, d in v["drop"].items())
-                     + f" (every tied classic grows more than icl: {flag(v['pass']['classic_drop_more'])})")
+                     + f" (every tied classic grows more than icl: {verdict(v['pass']['classic_drop_more'])})")
     for train_on, v in t.get("unknown", {}).items():
         accs = ", ".join(f"{m} {a:.3f}" for m, a in v["acc"].items())
         lines.append(f"  unknown family, trained on {train_on}: {accs}; optimal {v['optimal']:.3f} "
-                     f"(icl above every classic: {flag(v['pass']['icl_above_every_classic'])})")
+                     f"(icl above every classic: {verdict(v['pass']['icl_above_every_classic'])})")
     for f, v in t["shift"].items():
         lines.append(f"  shift {f}: drop icl {v['drop']['icl']:+.3f}, optimal {v['drop']['optimal']:+.3f} "
-                     f"(icl drops more: {v['pass']['icl_drops_more']})")
+                     f"(icl drops more: {verdict(v['pass']['icl_drops_more'])})")
     return "\n".join(lines)

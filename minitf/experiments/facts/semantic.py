@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 
 from minitf.config import ModelConfig, TrainConfig
-from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.base import Experiment, RunContext, format_checks
 from minitf.experiments.facts.binding import (
     BINDING_PHASES,
     Phase2Schedule,
@@ -151,7 +151,7 @@ class SemanticExperiment(Experiment):
             out.append(f"trained facts asked as trained: {_pair(trained, 'trained')}; self-generated augmentation "
                        f"{gen['correct']}/{gen['total']} correct\n")
         checks = report["targets"]
-        out.append("targets: " + "; ".join(f"{k} {'yes' if v else 'NO'}" for k, v in checks.items()))
+        out.append(format_checks(checks))
         out.append(f"in-context episode answer accuracy after phase 1: {report['episode_answer_acc']:.3f}")
         return "\n".join(out)
 

@@ -39,7 +39,7 @@ import torch
 from minitf import baselines
 from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.data import Batch, Vocab
-from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.base import Experiment, RunContext, format_checks
 from minitf.model import Transformer
 from minitf.report import format_table
 from toy_tasks.regression import RegressionTask
@@ -288,8 +288,7 @@ class ICLGDExperiment(Experiment):
                                                 f"guard {'passed' if g['pass'] else 'FAILED'} (error/d at k={g['k']} "
                                                 f"{g['model_at_2d']:.3f} vs plateau {g['plateau_at_2d']:.3f})"))
         if report.get("targets", {}).get("pass"):
-            lines.append("targets: " + ", ".join(f"{k} {'PASS' if v else 'MISS'}"
-                                                 for k, v in report["targets"]["pass"].items()))
+            lines.append(format_checks(report["targets"]))
         return "\n".join(lines)
 
 

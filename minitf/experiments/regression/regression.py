@@ -37,7 +37,7 @@ import torch
 from minitf import baselines
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch, Vocab
-from minitf.experiments.base import Experiment, RunContext
+from minitf.experiments.base import Experiment, RunContext, format_checks
 from minitf.report import format_table
 from toy_tasks.regression import RegressionTask, interleave, prompt_for_query
 
@@ -233,6 +233,7 @@ class RegressionExperiment(Experiment):
                  f"max |model − least_squares| = {t['max_abs_diff_least_squares']:.3f} at k={t['k_max_diff']} "
                  f"(target ≤ 0.1); model at k=2d: {t['model_at_2d']:.3f} (≤ 0.1); averaging at k=2d: "
                  f"{t['averaging_at_2d']:.3f} (≥ 0.5)",
+                 format_checks(t),
                  f"curriculum={report['curriculum']}: steps_to_threshold (err/d ≤ {report['threshold']} at the "
                  f"last k) = {report['steps_to_threshold']}"]
         return "\n".join(lines)
