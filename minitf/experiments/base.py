@@ -277,3 +277,11 @@ def format_checks(targets: dict, label: str = "targets") -> str:
     usual shape) or a flat ``{name: bool}``; figures beside ``"pass"`` are left to the summary."""
     checks = targets.get("pass", targets)
     return f"{label}: " + ", ".join(f"{name} {verdict(ok)}" for name, ok in checks.items())
+
+
+def require_d_input(model_cfg, need: int, what: str) -> None:
+    """For experiments on vector inputs: raises ``ValueError`` unless the model reads ``need``
+    numbers per token (``d_input``); ``what`` says what they are, e.g. ``"d + 1"``."""
+    if model_cfg.d_input != need:
+        raise ValueError(f"d_input must be {what} = {need} for this task (got {model_cfg.d_input}); "
+                         f"set --set d_input={need} or leave it to the default")

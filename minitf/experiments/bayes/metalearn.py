@@ -31,7 +31,7 @@ from minitf import meta_learners
 from minitf.config import ModelConfig, TrainConfig, check_list
 from minitf.data import Batch, Vocab
 from minitf.evaluate import proportion
-from minitf.experiments.base import Experiment, RunContext, verdict
+from minitf.experiments.base import Experiment, RunContext, require_d_input, verdict
 from minitf.report import format_table
 from toy_tasks.metalearn import FAMILIES, MetaLearnTask, pairwise_normal, tokens
 
@@ -178,9 +178,7 @@ class MetaLearnExperiment(Experiment):
 
     def check(self, task, config, model_cfg) -> None:
         """Raises ``ValueError`` unless the model reads d + 2 numbers per token (``d_input``)."""
-        if model_cfg.d_input != task.d + 2:
-            raise ValueError(f"d_input must be d + 2 = {task.d + 2} for this task (got {model_cfg.d_input}); "
-                             f"set --set d_input={task.d + 2} or leave it to the default")
+        require_d_input(model_cfg, task.d + 2, "d + 2")
 
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config

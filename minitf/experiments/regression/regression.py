@@ -37,7 +37,7 @@ import torch
 from minitf import baselines
 from minitf.config import ModelConfig, TrainConfig
 from minitf.data import Batch, Vocab
-from minitf.experiments.base import Experiment, RunContext, format_checks
+from minitf.experiments.base import Experiment, RunContext, format_checks, require_d_input
 from minitf.report import format_table
 from toy_tasks.regression import RegressionTask, interleave, prompt_for_query
 
@@ -185,9 +185,7 @@ class RegressionExperiment(Experiment):
 
     def check(self, task, config, model_cfg) -> None:
         """Raises ``ValueError`` unless the model reads d + 1 numbers per token (``d_input``)."""
-        if model_cfg.d_input != task.d + 1:
-            raise ValueError(f"d_input must be d + 1 = {task.d + 1} for this task (got {model_cfg.d_input}); "
-                             f"set --set d_input={task.d + 1} or leave it to the default")
+        require_d_input(model_cfg, task.d + 1, "d + 1")
 
     def run(self, ctx: RunContext) -> dict:
         task, cfg = ctx.task, ctx.config
