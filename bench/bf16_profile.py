@@ -21,7 +21,6 @@ tokens/s of each mode (unprofiled, median of ``--rounds``) and the grouped times
     python bench/bf16_profile.py [--configs M,L] [--steps 6] [--rounds 3]
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -36,6 +35,7 @@ from train_step import CONFIGS, random_batches, step_ours, step_ours_bf16  # noq
 
 from minitf.config import ModelConfig, TrainConfig  # noqa: E402
 from minitf.environment import bf16_matrix_units  # noqa: E402
+from minitf.fileio import atomic_write_json  # noqa: E402
 from minitf.model import Transformer  # noqa: E402
 from minitf.trainer import keep_freed_memory, make_optimizer  # noqa: E402
 
@@ -118,8 +118,7 @@ def main():
         print(f"{'÷ fp32':<22}" + "".join(f"{r['speedup_over_fp32']:>15.2f}" for r in rows.values()), flush=True)
     if not args.no_write:
         os.makedirs(RESULTS, exist_ok=True)
-        with open(os.path.join(RESULTS, "bf16_profile-cpu.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_json(os.path.join(RESULTS, "bf16_profile-cpu.json"), results)  # the project's one strict JSON writer
         print("wrote bench/results/bf16_profile-cpu.json")
 
 

@@ -15,7 +15,6 @@ medians are reported. Writes bench/results/threads_load-cpu.json.
 """
 import argparse
 import itertools
-import json
 import os
 import statistics
 import subprocess
@@ -23,6 +22,9 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from minitf.fileio import atomic_write_json  # noqa: E402
+
 RESULTS = os.path.join(ROOT, "bench", "results")
 POLICIES = ("default", "PASSIVE")
 
@@ -127,8 +129,7 @@ def main():
               "cells": cells, "table": lines}
     if not args.no_write:
         os.makedirs(RESULTS, exist_ok=True)
-        with open(os.path.join(RESULTS, "threads_load-cpu.json"), "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(os.path.join(RESULTS, "threads_load-cpu.json"), result)  # the project's one strict JSON writer
         print("wrote bench/results/threads_load-cpu.json")
 
 

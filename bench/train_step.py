@@ -20,7 +20,6 @@ bench/results/train_step-cpu.json.
 Config L (4 layers, d_model 256, ctx 256) takes a step of ~0.5 s: it runs ``--steps`` ÷ 4 steps.
 """
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -35,6 +34,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from minitf.config import ModelConfig, TrainConfig  # noqa: E402
 from minitf.data import Batch  # noqa: E402
+from minitf.fileio import atomic_write_json  # noqa: E402
 from minitf.model import Transformer  # noqa: E402
 from minitf.trainer import autocast, keep_freed_memory, make_optimizer, masked_loss  # noqa: E402
 
@@ -298,8 +298,7 @@ def main():
     print(f"peak RSS {results['peak_rss_mb']:.0f} MB")
     if not args.no_write:
         os.makedirs(RESULTS, exist_ok=True)
-        with open(os.path.join(RESULTS, "train_step-cpu.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_json(os.path.join(RESULTS, "train_step-cpu.json"), results)  # the project's one strict JSON writer
         print("wrote bench/results/train_step-cpu.json")
 
 

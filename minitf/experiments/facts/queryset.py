@@ -7,6 +7,8 @@ queries, the shared-relation and matching-facts splits), ``SemanticQueries`` sem
 (category hierarchies: top-1 over the answer's kind, trained facts asked as trained, the
 sibling split).
 """
+import abc
+
 import numpy as np
 import torch
 
@@ -17,7 +19,7 @@ KINDS = ("forward", "reversal", "syllogism")
 N_TRAINED_QUERIES = 200  # semantic's trained-facts sanity row
 
 
-class QuerySet:
+class QuerySet(abc.ABC):
     """The base: a world's queries, with candidates and contexts a subclass draws once in its
     ``__init__`` (in its own order: the draws are part of every run's numbers), and their scores.
 
@@ -57,10 +59,10 @@ class QuerySet:
             results.update(self._more(model, kind, qs, ctx, lp))
         return results
 
+    @abc.abstractmethod
     def _top1(self, lp: torch.Tensor, examples: list, queries: list) -> tuple[list[bool], float]:
         """Per query (``lp`` (n, vocab) its answer log-probabilities): is the answer the argmax
-        among every word it could be? And the chance of that."""
-        raise NotImplementedError
+        among every word it could be? And the chance of that (each subclass knows its words)."""
 
     def _more(self, model, kind: str, queries: list, contexts: list, lp: torch.Tensor) -> dict:
         """Scores beyond k-way and top-1 for one kind ({name: ``proportion`` record}); none here."""
